@@ -1,0 +1,1 @@
+"""The HTTP face of tasktrail: FastAPI app factory, routes, schemas, auth, the CLI."""
