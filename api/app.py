@@ -7,18 +7,30 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.routes import health
+from api import errors, idempotency
+from api.body_guard import BodyGuard
+from api.routes import api_keys, graph, health, tasks, timeline
 from api.services import Services
 from api.settings import Settings
+
+DESCRIPTION = """
+tasktrail records a platform's operations as tasks, jobs and steps, keeps every
+change as an immutable event, and answers for them: what happened, who did it,
+when, why it failed, what it looked like at 10:42.
+
+Every `/v1` call needs `Authorization: Bearer <token>`. Every error is an
+RFC 9457 problem document (`application/problem+json`).
+"""
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """Builds the app; the store is opened in the lifespan, never at import time."""
+    settings = settings or (services.settings if services else Settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = services is None
-        app.state.services = services or Services.start(settings or Settings())
+        app.state.services = services or Services.start(settings)
         try:
             yield
         finally:
@@ -29,7 +41,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         title="tasktrail",
         version="1",
         summary="An event-sourced audit trail of a platform's tasks, jobs and steps.",
+        description=DESCRIPTION,
         lifespan=lifespan,
     )
-    app.include_router(health.router)
+    errors.install(app)
+    idempotency.install(app)
+    for module in (health, tasks, timeline, graph, api_keys):
+        app.include_router(module.router)
+    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
     return app

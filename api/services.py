@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
+from uuid import UUID
 
+from api.admin_token import read_admin_token
 from api.settings import Settings
 from domain.application import TaskLedger
 from domain.storage import StoreConfig
@@ -14,11 +17,20 @@ class Services:
     settings: Settings
     store: StoreConfig
     ledger: TaskLedger
+    admin_token: str | None
+    # Keyed requests being processed by this process: a concurrent duplicate gets 409.
+    in_flight: set[UUID] = field(default_factory=set)
+    in_flight_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
         store = StoreConfig.from_url(settings.database_url)
-        return cls(settings=settings, store=store, ledger=TaskLedger(store.env("tasks")))
+        return cls(
+            settings=settings,
+            store=store,
+            ledger=TaskLedger(store.env("tasks")),
+            admin_token=read_admin_token(settings),
+        )
 
     def close(self) -> None:
         self.ledger.close()

@@ -19,6 +19,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.utils import get_topic
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
@@ -29,6 +30,7 @@ from eventsourcing.persistence import (
 from domain.api_key import PLATFORM_SCOPE, ApiKey, key_id_for_token, new_token
 from domain.context import command_scope
 from domain.errors import ConflictError, InvalidRequestError
+from domain.idempotency import AlreadyAnsweredError, IdempotentAnswer, IdempotentRequest
 from domain.plan import JobPlan
 from domain.task import Task
 from domain.transcodings import JobAsDict, StepAsDict
@@ -114,6 +116,7 @@ class TaskLedger(Application[UUID]):
         jobs: Sequence[JobPlan] = (),
         task_id: UUID | None = None,
         request_hash: str | None = None,
+        request: IdempotentRequest | None = None,
     ) -> Written:
         """Records a new task. Its origin must be a task of the same org."""
         if origin_task_id is not None:
@@ -141,7 +144,8 @@ class TaskLedger(Application[UUID]):
                 jobs=jobs,
                 request_hash=request_hash,
             )
-            position = self._save_new(task, command_id)
+            answer = self._answer(request, task)
+            position = self._save_new(task, command_id, answer)
         return Written(task_view(task, self.clock()), position)
 
     def report(
@@ -151,6 +155,7 @@ class TaskLedger(Application[UUID]):
         *,
         expected_version: int | None = None,
         org: str | None = None,
+        request: IdempotentRequest | None = None,
     ) -> Written:
         """Applies a list of transitions atomically: all of them, or none."""
 
@@ -158,16 +163,25 @@ class TaskLedger(Application[UUID]):
             task.report(transitions, self.clock())
             return Outcome((task,), task)
 
-        return self._command(task_id, action, expected_version=expected_version, org=org)
+        return self._command(
+            task_id, action, expected_version=expected_version, org=org, request=request
+        )
 
-    def cancel(self, task_id: UUID, reason: str | None = None, *, org: str | None = None) -> Written:
+    def cancel(
+        self,
+        task_id: UUID,
+        reason: str | None = None,
+        *,
+        org: str | None = None,
+        request: IdempotentRequest | None = None,
+    ) -> Written:
         """Requests cancellation: canceled at once if nothing runs, else canceling."""
 
         def action(task: Task) -> Outcome:
             task.request_cancel(reason, self.clock())
             return Outcome((task,), task)
 
-        return self._command(task_id, action, org=org)
+        return self._command(task_id, action, org=org, request=request)
 
     def rerun(
         self,
@@ -177,6 +191,7 @@ class TaskLedger(Application[UUID]):
         force: bool = False,
         org: str | None = None,
         new_task_id: UUID | None = None,
+        request: IdempotentRequest | None = None,
     ) -> Written:
         """Creates a new task rerunning a failed, timed out or canceled one (one atomic save)."""
         new_id = new_task_id or uuid4()
@@ -185,7 +200,7 @@ class TaskLedger(Application[UUID]):
             new_task = task.rerun(new_task_id=new_id, author=author, force=force, now=self.clock())
             return Outcome((task, new_task), new_task)
 
-        return self._command(task_id, action, org=org)
+        return self._command(task_id, action, org=org, request=request)
 
     def time_out(self, task_id: UUID, *, now: datetime | None = None) -> Written | None:
         """Records the hard timeout of a task whose deadline passed; None if it had finished."""
@@ -197,13 +212,39 @@ class TaskLedger(Application[UUID]):
         written = self._command(task_id, action)
         return written if written.position is not None else None
 
-    def issue_key(self, *, org: str, role: str, name: str) -> tuple[dict[str, Any], str]:
-        """Issues an API key; the token is returned here once and never stored."""
+    def issue_key(
+        self, *, org: str, role: str, name: str, request: IdempotentRequest | None = None
+    ) -> tuple[dict[str, Any], str | None, int]:
+        """Issues an API key; the token is returned here once and never stored.
+
+        A retried keyed request gets the key again, but not its token (which is gone).
+        """
         token = new_token()
         with command_scope() as command_id:
             key = ApiKey.issue(token=token, org=org, role=role, name=name, now=self.clock())
-            self._save_new(key, command_id)
-        return key_view(key), token
+            answer = None
+            if request is not None:
+                answer = IdempotentAnswer.record(
+                    request, now=self.clock(), subject_id=key.id, subject_version=key.version
+                )
+            position = self._save_new(key, command_id, answer)
+        return key_view(key), token, position
+
+    def list_keys(self, *, org: str | None = None) -> list[dict[str, Any]]:
+        """Every API key (of one org), oldest first, revoked ones included."""
+        topic = get_topic(ApiKey.ApiKeyIssued)
+        keys, start = [], None
+        while True:
+            page = self.recorder.select_notifications(
+                start=start, limit=500, topics=[topic], inclusive_of_start=False
+            )
+            for notification in page:
+                key = self.repository.get(notification.originator_id)
+                if org in (None, PLATFORM_SCOPE) or key.org == org:
+                    keys.append(key_view(key))
+            if len(page) < 500:
+                return keys
+            start = page[-1].id
 
     def revoke_key(self, key_id: UUID, *, org: str | None = None) -> None:
         """Revokes an API key: its token stops working at once."""
@@ -267,6 +308,7 @@ class TaskLedger(Application[UUID]):
         *,
         expected_version: int | None = None,
         org: str | None = None,
+        request: IdempotentRequest | None = None,
     ) -> Written:
         with command_scope() as command_id:
             for attempt in range(self.max_attempts):
@@ -281,11 +323,13 @@ class TaskLedger(Application[UUID]):
                 outcome = action(task)
                 if not any(a.version > _saved_version(a) for a in outcome.aggregates):
                     return Written(task_view(outcome.answer, self.clock()), None)
+                answer = self._answer(request, outcome.answer)
                 try:
-                    recordings = self.save(*outcome.aggregates)
+                    recordings = self.save(*outcome.aggregates, answer)
                 except IntegrityError:
                     if self._has_own_events(task_id, loaded_version, command_id):
                         return self._written_after_ambiguous_commit(outcome.answer.id)
+                    self._raise_if_answered(request)
                     if expected_version is not None:
                         raise VersionMismatchError(
                             "the task changed while this command was being applied",
@@ -306,16 +350,57 @@ class TaskLedger(Application[UUID]):
             f"task {task_id} kept changing under {self.max_attempts} attempts; try again"
         )
 
-    def _save_new(self, aggregate: Task | ApiKey, command_id: str) -> int:
+    def _save_new(
+        self,
+        aggregate: Task | ApiKey,
+        command_id: str,
+        answer: IdempotentAnswer | None = None,
+    ) -> int:
         """Saves a new stream; a lost acknowledgement of our own commit counts as success."""
         try:
-            return self.save(aggregate)[-1].notification.id
+            return self.save(aggregate, answer)[-1].notification.id
         except (IntegrityError, OperationalError, InterfaceError) as error:
             if self._has_own_events(aggregate.id, 0, command_id):
                 return self.recorder.max_notification_id() or 0
+            if isinstance(error, IntegrityError) and answer is not None:
+                self._raise_if_answered(IdempotentRequest(answer.id, answer.request_hash, 0))
             if isinstance(error, IntegrityError):
                 raise ConflictError(f"{aggregate.id} already exists") from None
             raise StoreUnavailableError(str(error)) from error
+
+    def _answer(
+        self, request: IdempotentRequest | None, subject: Task
+    ) -> IdempotentAnswer | None:
+        if request is None:
+            return None
+        return IdempotentAnswer.record(
+            request, now=self.clock(), subject_id=subject.id, subject_version=subject.version
+        )
+
+    def _raise_if_answered(self, request: IdempotentRequest | None) -> None:
+        if request is not None and (answer := self.find_answer(request.answer_id)) is not None:
+            raise AlreadyAnsweredError(answer) from None
+
+    def find_answer(self, answer_id: UUID) -> IdempotentAnswer | None:
+        """The stored answer to a keyed request, if it was answered."""
+        try:
+            answer = self.repository.get(answer_id)
+        except AggregateNotFoundError:
+            return None
+        return answer if isinstance(answer, IdempotentAnswer) else None
+
+    def record_refusal(
+        self, request: IdempotentRequest, status_code: int, body: dict[str, Any]
+    ) -> None:
+        """Remembers a refusal, so a retry of the same keyed request gets it again."""
+        with command_scope():
+            answer = IdempotentAnswer.record(
+                request, now=self.clock(), body=body, status_code=status_code
+            )
+            try:
+                self.save(answer)
+            except IntegrityError:
+                pass  # a concurrent attempt recorded its answer first; that one stands
 
     def _has_own_events(self, stream_id: UUID, after_version: int, command_id: str) -> bool:
         try:

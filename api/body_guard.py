@@ -1,0 +1,180 @@
+"""Hostile bodies never reach a route: size, content type and strict JSON checks.
+
+A pure ASGI middleware, so an oversized body is refused while it streams in
+(with or without Content-Length), before anything reads it whole. JSON bodies are
+parsed strictly here (invalid UTF-8, duplicate keys, NaN/Infinity, absurd nesting,
+NUL characters and lone surrogates are refused) and then handed on unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import PROBLEM_MEDIA_TYPE
+
+MAX_DEPTH = 32
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class BodyRefused(Exception):
+    def __init__(self, status: int, title: str, detail: str, errors: list[Any] | None = None):
+        self.status, self.title, self.detail, self.errors = status, title, detail, errors
+        super().__init__(detail)
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise BodyRefused(400, "Malformed JSON", f"duplicate key {key!r} in an object")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise BodyRefused(400, "Malformed JSON", f"{name} is not a JSON number")
+
+
+def _walk(value: Any, loc: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    """Every value with its location, iteratively (no recursion on hostile depth)."""
+    stack = [(loc, value)]
+    while stack:
+        here, item = stack.pop()
+        if len(here) > MAX_DEPTH:
+            raise BodyRefused(400, "Malformed JSON", f"nesting deeper than {MAX_DEPTH} levels")
+        yield here, item
+        if isinstance(item, dict):
+            for key, child in item.items():
+                yield (*here, key), key
+                stack.append(((*here, key), child))
+        elif isinstance(item, list):
+            stack.extend(((*here, i), child) for i, child in enumerate(item))
+
+
+def _bad_text(text: str) -> str | None:
+    if "\x00" in text:
+        return "NUL characters are not allowed"
+    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in text):
+        return "lone surrogates are not allowed (not valid Unicode text)"
+    return None
+
+
+def check_json(body: bytes) -> None:
+    """Raises BodyRefused unless `body` is strict, well-formed, reasonable JSON."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BodyRefused(400, "Malformed JSON", f"body is not valid UTF-8: {error}") from None
+    try:
+        document = json.loads(
+            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+        )
+    except RecursionError:
+        raise BodyRefused(400, "Malformed JSON", "nesting is too deep") from None
+    except json.JSONDecodeError as error:
+        raise BodyRefused(400, "Malformed JSON", f"invalid JSON: {error}") from None
+    errors = []
+    for loc, value in _walk(document, ("body",)):
+        if isinstance(value, str) and (reason := _bad_text(value)):
+            errors.append({"loc": list(loc), "msg": reason})
+    if errors:
+        raise BodyRefused(422, "Invalid request", "text fields must be valid Unicode", errors)
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+class BodyGuard:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, text_paths_suffix: str = "/logs"):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.text_paths_suffix = text_paths_suffix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            body = await self._read(headers, receive)
+            self._check(scope, headers, body)
+        except BodyRefused as refusal:
+            await self._refuse(send, refusal)
+            return
+
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _read(self, headers: dict[str, str], receive: Receive) -> bytes:
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise BodyRefused(413, "Body too large", f"bodies are limited to {self.max_body_bytes} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise BodyRefused(
+                    413, "Body too large", f"bodies are limited to {self.max_body_bytes} bytes"
+                )
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    def _check(self, scope: Scope, headers: dict[str, str], body: bytes) -> None:
+        content_type = headers.get("content-type", "")
+        if scope["path"].endswith(self.text_paths_suffix):
+            media = content_type.split(";", 1)[0].strip().lower()
+            if media != "text/plain":
+                raise BodyRefused(415, "Unsupported media type", "log chunks are text/plain; charset=utf-8")
+            return
+        if not body:
+            return
+        if not _is_json(content_type):
+            raise BodyRefused(
+                415, "Unsupported media type", f"expected application/json, got {content_type or 'none'}"
+            )
+        check_json(body)
+
+    @staticmethod
+    async def _refuse(send: Send, refusal: BodyRefused) -> None:
+        document: dict[str, Any] = {
+            "type": "about:blank",
+            "title": refusal.title,
+            "status": refusal.status,
+            "detail": refusal.detail,
+        }
+        if refusal.errors:
+            document["errors"] = refusal.errors
+        payload = json.dumps(document).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": refusal.status,
+                "headers": [
+                    (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})

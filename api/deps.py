@@ -1,0 +1,147 @@
+"""Dependencies declared once: the services, the authenticated principal, role checks."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.errors import ProblemError
+from api.services import Services
+from domain.api_key import PLATFORM_SCOPE
+from domain.application import TaskLedger
+from domain.context import acting_as, request_id_cvar
+
+CAPABILITIES: dict[str, frozenset[str]] = {
+    "read": frozenset({"reader", "writer", "auditor", "admin"}),
+    "write": frozenset({"writer", "admin"}),
+    "see_system": frozenset({"auditor", "admin"}),
+    "audit": frozenset({"auditor", "admin"}),
+    "manage_keys": frozenset({"admin"}),
+}
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key's token, or the platform administrator's token.",
+)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an API key (or the admin token), its org scope and role."""
+
+    id: str
+    name: str
+    org: str
+    role: str
+    kind: str = "api_key"
+
+    @property
+    def is_platform(self) -> bool:
+        return self.org == PLATFORM_SCOPE
+
+    def can(self, capability: str) -> bool:
+        return self.role in CAPABILITIES[capability]
+
+    def require(self, capability: str) -> None:
+        if not self.can(capability):
+            raise ProblemError(
+                403, "Forbidden", f"the {self.role} role may not {capability.replace('_', ' ')}"
+            )
+
+    def org_for_lists(self, requested: str | None) -> str:
+        """The org a list, feed or export reads: the token's own, or `?org=` for `*` tokens."""
+        if not self.is_platform:
+            if requested not in (None, self.org):
+                raise ProblemError(403, "Forbidden", f"this token is scoped to org {self.org}")
+            return self.org
+        if requested is None:
+            raise ProblemError(
+                422,
+                "Invalid request",
+                "a platform token must name the org",
+                errors=[{"loc": ["query", "org"], "msg": "Field required"}],
+            )
+        return requested
+
+    @property
+    def actor(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "kind": self.kind}
+
+    @contextmanager
+    def acting(self, request_id: str | None = None) -> Iterator[None]:
+        """Every event stored inside records this principal as its actor."""
+        token = request_id_cvar.set(request_id)
+        try:
+            with acting_as(self.actor):
+                yield
+        finally:
+            request_id_cvar.reset(token)
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_ledger(services: ServicesDep) -> TaskLedger:
+    return services.ledger
+
+
+LedgerDep = Annotated[TaskLedger, Depends(get_ledger)]
+
+
+def _unauthorized(detail: str) -> ProblemError:
+    return ProblemError(401, "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def get_principal(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """Resolves the bearer token on every request, so a revoked key fails at once."""
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise _unauthorized("missing bearer token")
+    token = credentials.credentials
+    admin_token = services.admin_token
+    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
+        return Principal(id="admin", name="platform administrator", org="*", role="admin", kind="admin")
+    if len(token) > 200:
+        raise _unauthorized("unknown or revoked token")
+    key = services.ledger.find_key(token)
+    if key is None:
+        raise _unauthorized("unknown or revoked token")
+    return Principal(id=str(key["id"]), name=key["name"], org=key["org"], role=key["role"])
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def _requiring(capability: str):  # type: ignore[no-untyped-def]
+    def dependency(principal: PrincipalDep) -> Principal:
+        principal.require(capability)
+        return principal
+
+    return dependency
+
+
+Reader = Annotated[Principal, Depends(_requiring("read"))]
+Writer = Annotated[Principal, Depends(_requiring("write"))]
+Auditor = Annotated[Principal, Depends(_requiring("audit"))]
+Admin = Annotated[Principal, Depends(_requiring("manage_keys"))]
+
+
+def request_id(request: Request) -> str | None:
+    value = request.headers.get("x-request-id")
+    return value[:200] if value else None
+
+
+RequestIdDep = Annotated[str | None, Depends(request_id)]

@@ -1,0 +1,198 @@
+"""Tasks: create, report progress, cancel, rerun, and read one task (now or in the past)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Response
+
+from api.deps import LedgerDep, Reader, RequestIdDep, Writer
+from api.errors import ProblemError
+from api.idempotency import IdempotencyDep
+from api.presenters import present_task, wants_system
+from api.schemas import (
+    CancelRequest,
+    Problem,
+    RerunRequest,
+    TaskCreate,
+    TaskPublic,
+    TransitionsRequest,
+)
+from domain.plan import JobPlan, StepPlan
+from domain.work import Transition
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+PROBLEMS = {
+    401: {"model": Problem, "description": "Missing, unknown or revoked token"},
+    403: {"model": Problem, "description": "The token's role does not allow this"},
+    404: {"model": Problem, "description": "No such task in the token's org"},
+    422: {"model": Problem, "description": "Invalid request; `errors` names each field"},
+}
+WRITE_PROBLEMS = {
+    **PROBLEMS,
+    400: {"model": Problem, "description": "Malformed JSON or a bad Idempotency-Key"},
+    409: {"model": Problem, "description": "Refused by the task's current state"},
+    413: {"model": Problem, "description": "Body over the size limit"},
+    415: {"model": Problem, "description": "Not application/json"},
+    503: {"model": Problem, "description": "Store unavailable; retry (see Retry-After)"},
+}
+
+IncludeSystem = Annotated[
+    bool, Query(description="Show system jobs and steps (auditors and admins only).")
+]
+
+
+@router.post("", status_code=201, response_model=TaskPublic, responses=WRITE_PROBLEMS)
+def create_task(
+    body: TaskCreate,
+    principal: Writer,
+    ledger: LedgerDep,
+    idempotency: IdempotencyDep,
+    request_id: RequestIdDep,
+    response: Response,
+) -> TaskPublic:
+    """Record a new task (immediate, or executable with its jobs and steps)."""
+    org = body.org or (None if principal.is_platform else principal.org)
+    if org is None:
+        raise ProblemError(
+            422,
+            "Invalid request",
+            "a platform token must name the org",
+            errors=[{"loc": ["body", "org"], "msg": "Field required"}],
+        )
+    if not principal.is_platform and org != principal.org:
+        raise ProblemError(403, "Forbidden", f"this token is scoped to org {principal.org}")
+    jobs = [
+        JobPlan(
+            key=j.key,
+            name=j.name,
+            needs=tuple(j.needs),
+            system=j.system,
+            steps=tuple(StepPlan(s.key, s.name, s.system) for s in j.steps),
+        )
+        for j in body.jobs
+    ]
+    with principal.acting(request_id):
+        written = ledger.create_task(
+            org=org,
+            type=body.type,
+            title=body.title,
+            kind=body.kind,
+            author=body.author.model_dump(),
+            project=body.project,
+            origin_task_id=body.origin_task_id,
+            silent=body.silent,
+            rerunnable=body.rerunnable,
+            timeout_seconds=body.timeout_seconds,
+            labels=body.labels,
+            jobs=jobs,
+            request=idempotency.request(201) if idempotency else None,
+        )
+    response.headers["Location"] = f"/v1/tasks/{written.task['id']}"
+    return present_task(ledger, written.task, position=written.position)
+
+
+@router.post(
+    "/{task_id}/transitions", response_model=TaskPublic, responses=WRITE_PROBLEMS
+)
+def report_transitions(
+    task_id: UUID,
+    body: TransitionsRequest,
+    principal: Writer,
+    ledger: LedgerDep,
+    idempotency: IdempotencyDep,
+    request_id: RequestIdDep,
+) -> TaskPublic:
+    """Report progress: a list of transitions applied atomically (all or nothing)."""
+    transitions = [
+        Transition(
+            status=t.status,
+            job=t.job,
+            step=t.step,
+            at=t.at,
+            error=t.error.model_dump() if t.error else None,
+            retry_at=t.retry_at,
+        )
+        for t in body.transitions
+    ]
+    with principal.acting(request_id):
+        written = ledger.report(
+            task_id,
+            transitions,
+            expected_version=body.expected_version,
+            org=principal.org,
+            request=idempotency.request(200) if idempotency else None,
+        )
+    return present_task(ledger, written.task, position=written.position)
+
+
+@router.post("/{task_id}/cancel", response_model=TaskPublic, responses=WRITE_PROBLEMS)
+def cancel_task(
+    task_id: UUID,
+    principal: Writer,
+    ledger: LedgerDep,
+    idempotency: IdempotencyDep,
+    request_id: RequestIdDep,
+    body: CancelRequest | None = None,
+) -> TaskPublic:
+    """Cancel a task: at once when nothing runs, else it goes `canceling`."""
+    with principal.acting(request_id):
+        written = ledger.cancel(
+            task_id,
+            body.reason if body else None,
+            org=principal.org,
+            request=idempotency.request(200) if idempotency else None,
+        )
+    return present_task(ledger, written.task, position=written.position)
+
+
+@router.post(
+    "/{task_id}/rerun", status_code=201, response_model=TaskPublic, responses=WRITE_PROBLEMS
+)
+def rerun_task(
+    task_id: UUID,
+    body: RerunRequest,
+    principal: Writer,
+    ledger: LedgerDep,
+    idempotency: IdempotencyDep,
+    request_id: RequestIdDep,
+    response: Response,
+) -> TaskPublic:
+    """Rerun a failed, timed out or canceled task as a new task (optionally forced)."""
+    with principal.acting(request_id):
+        written = ledger.rerun(
+            task_id,
+            author=body.author.model_dump(),
+            force=body.force,
+            org=principal.org,
+            request=idempotency.request(201) if idempotency else None,
+        )
+    response.headers["Location"] = f"/v1/tasks/{written.task['id']}"
+    return present_task(ledger, written.task, position=written.position)
+
+
+@router.get("/{task_id}", response_model=TaskPublic, responses=PROBLEMS)
+def get_task(
+    task_id: UUID,
+    principal: Reader,
+    ledger: LedgerDep,
+    include_system: IncludeSystem = False,
+    as_of: Annotated[
+        datetime | None, Query(description="The task as it was at this moment (RFC 3339).")
+    ] = None,
+    version: Annotated[int | None, Query(ge=1, description="The task as of this version.")] = None,
+) -> TaskPublic:
+    """One task with its jobs and steps: now (strongly consistent), or as of a past moment."""
+    show_system = wants_system(principal, include_system)
+    if as_of is not None and as_of.tzinfo is None:
+        raise ProblemError(
+            422,
+            "Invalid request",
+            "as_of needs a timezone (e.g. Z)",
+            errors=[{"loc": ["query", "as_of"], "msg": "timezone required"}],
+        )
+    view = ledger.get_task(task_id, org=principal.org, version=version, as_of=as_of)
+    return present_task(ledger, view, include_system=show_system)

@@ -1,0 +1,328 @@
+"""Request and response shapes of the HTTP contract, one family per resource.
+
+These are API schemas only: events and table rows have shapes of their own, so
+the API can evolve without changing the shape of the past. Request models forbid
+unknown fields (server-owned fields can never be smuggled in) and bound every
+string and list.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+from domain.plan import KEY_PATTERN, MAX_JOBS, MAX_STEPS_PER_JOB
+from domain.status import Status
+from domain.task import MAX_TIMEOUT_SECONDS
+
+ORG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+TYPE_PATTERN = r"^[a-z0-9][a-z0-9_.:-]{0,99}$"
+
+Key = Annotated[str, Field(pattern=KEY_PATTERN.pattern, examples=["build"])]
+Org = Annotated[str, Field(pattern=ORG_PATTERN, examples=["acme"])]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_max_length=10_000)
+
+
+class Response(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# ---------------------------------------------------------------- shared pieces
+
+
+class Author(Request):
+    id: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Name
+    kind: Literal["user", "system", "support"]
+
+
+class Actor(Response):
+    id: str
+    name: str
+    kind: str
+
+
+class ErrorDetail(Request):
+    message: Annotated[str, Field(min_length=1, max_length=10_000)]
+    code: Annotated[str, Field(max_length=200)] | None = None
+    user_facing: bool = False
+
+
+# ---------------------------------------------------------------- tasks: requests
+
+
+class StepCreate(Request):
+    key: Key
+    name: Name
+    system: bool = False
+
+
+class JobCreate(Request):
+    key: Key
+    name: Name
+    needs: Annotated[list[Key], Field(max_length=MAX_JOBS)] = []
+    system: bool = False
+    steps: Annotated[list[StepCreate], Field(min_length=1, max_length=MAX_STEPS_PER_JOB)]
+
+
+class TaskCreate(Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "org": "acme",
+                    "type": "app.deploy",
+                    "title": "Deploy shop to production",
+                    "kind": "executable",
+                    "author": {"id": "u-42", "name": "Alice", "kind": "user"},
+                    "project": "shop",
+                    "labels": {"app": "shop", "env": "prod"},
+                    "jobs": [
+                        {
+                            "key": "build",
+                            "name": "Build image",
+                            "steps": [{"key": "clone", "name": "Clone"}],
+                        },
+                        {
+                            "key": "deploy",
+                            "name": "Deploy",
+                            "needs": ["build"],
+                            "steps": [{"key": "rollout", "name": "Roll out"}],
+                        },
+                    ],
+                }
+            ]
+        },
+    )
+
+    org: Org | None = None
+    type: Annotated[str, Field(pattern=TYPE_PATTERN)]
+    title: Annotated[str, Field(min_length=1, max_length=500)]
+    kind: Literal["immediate", "executable"]
+    author: Author
+    project: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    origin_task_id: UUID | None = None
+    silent: bool = False
+    rerunnable: bool = True
+    timeout_seconds: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_SECONDS)] | None = None
+    labels: Annotated[
+        dict[
+            Annotated[str, Field(min_length=1, max_length=100)],
+            Annotated[str, Field(max_length=500)],
+        ],
+        Field(max_length=32),
+    ] = {}
+    jobs: Annotated[list[JobCreate], Field(max_length=MAX_JOBS)] = []
+
+
+class TransitionItem(Request):
+    job: Key | None = None
+    step: Key | None = None
+    status: Status
+    at: UtcDatetime | None = None
+    error: ErrorDetail | None = None
+    retry_at: UtcDatetime | None = None
+
+
+class TransitionsRequest(Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "transitions": [
+                        {"status": "queued"},
+                        {"job": "build", "step": "clone", "status": "in_progress"},
+                        {"job": "build", "step": "clone", "status": "done"},
+                    ],
+                    "expected_version": 1,
+                }
+            ]
+        },
+    )
+
+    transitions: Annotated[list[TransitionItem], Field(min_length=1, max_length=1000)]
+    expected_version: Annotated[int, Field(ge=0)] | None = None
+
+
+class CancelRequest(Request):
+    reason: Annotated[str, Field(max_length=1000)] | None = None
+
+
+class RerunRequest(Request):
+    force: bool = False
+    author: Author
+
+
+# ---------------------------------------------------------------- tasks: responses
+
+
+class StepPublic(Response):
+    key: str
+    name: str
+    status: Status
+    system: bool
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+    error: dict[str, Any] | None
+    downgraded: bool
+
+
+class JobPublic(Response):
+    key: str
+    name: str
+    needs: list[str]
+    status: Status
+    system: bool
+    attempt: int
+    retry_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+    error: dict[str, Any] | None
+    reason: str | None = Field(
+        default=None, description="Why the job ended without running to completion."
+    )
+    steps: list[StepPublic]
+
+
+class Failure(Response):
+    reason: Literal["job", "system", "timeout"]
+    message: str
+    job: str | None = None
+    step: str | None = None
+    error: dict[str, Any] | None = None
+
+
+class TaskSummary(Response):
+    id: UUID
+    org: str
+    type: str
+    title: str
+    kind: Literal["immediate", "executable"]
+    status: Status
+    author: dict[str, Any]
+    project: str | None
+    origin_task_id: UUID | None
+    rerun_of: UUID | None
+    reruns: list[UUID]
+    forced: bool
+    silent: bool
+    rerunnable: bool
+    timeout_seconds: int | None
+    labels: dict[str, str]
+    cancel_requested: bool
+    created_at: datetime
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+    failure: Failure | None
+    version: int
+    position: int | None = Field(
+        description="Global position of the task's latest event (of the last event a write stored)."
+    )
+
+
+class TaskPublic(TaskSummary):
+    jobs: list[JobPublic]
+
+
+class TimelineEvent(Response):
+    position: int
+    version: int
+    type: str
+    recorded_at: datetime
+    occurred_at: datetime
+    actor: Actor
+    data: dict[str, Any]
+
+
+class TimelinePage(Response):
+    events: list[TimelineEvent]
+    next_after_version: int | None
+
+
+class GraphNode(Response):
+    key: str
+    name: str
+    status: Status
+    system: bool
+
+
+class GraphEdge(Response):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: str = Field(alias="from", serialization_alias="from")
+    to: str
+
+
+class Graph(Response):
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+
+
+# ---------------------------------------------------------------- api keys
+
+
+class ApiKeyCreate(Request):
+    org: Annotated[str, Field(pattern=r"^(\*|[a-z0-9][a-z0-9-]{0,62})$")]
+    role: Literal["reader", "writer", "auditor", "admin"]
+    name: Name
+
+
+class ApiKeyPublic(Response):
+    id: UUID
+    org: str
+    role: str
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    token: str | None = Field(
+        description="The bearer token: shown only in the answer that created the key."
+    )
+    position: int | None = None
+
+
+class ApiKeyList(Response):
+    items: list[ApiKeyPublic]
+
+
+# ---------------------------------------------------------------- errors
+
+
+class ProblemItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[ProblemItem] | None = None
+    index: int | None = None
+    target: dict[str, Any] | None = None
+    current_status: str | None = None
