@@ -1,4 +1,4 @@
-"""The `tasktrail` command line."""
+"""The `tasktrail` command line: serve the API."""
 
 from __future__ import annotations
 
@@ -7,24 +7,41 @@ import sys
 
 import uvicorn
 
+from api.admin_token import ensure_admin_token, token_path
+from api.settings import Settings
+
+
+def serve(args: argparse.Namespace) -> int:
+    settings = Settings()
+    token, generated = ensure_admin_token(settings)
+    if generated:
+        # Printed once, on the run that generated it; afterwards it is in var/admin-token.
+        print(
+            f"tasktrail: generated the admin token (kept in {token_path(settings)}, mode 0600):\n"
+            f"  {token}",
+            flush=True,
+        )
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=settings.log_level,
+    )
+    return 0
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tasktrail", description=__doc__)
+    parser = argparse.ArgumentParser(prog="tasktrail", description="tasktrail audit service")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve the HTTP API")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve_parser = commands.add_parser("serve", help="serve the HTTP API")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=8000)
+    serve_parser.add_argument("--workers", type=int, default=1)
+    serve_parser.set_defaults(handler=serve)
     args = parser.parse_args(argv)
-    if args.command == "serve":
-        uvicorn.run(
-            "api.app:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-        )
-    return 0
+    return int(args.handler(args))
 
 
 if __name__ == "__main__":
