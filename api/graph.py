@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from grandalf.graphs import Edge, Vertex, graph_core
@@ -166,7 +167,8 @@ _MAX_BOX_W = 260.0
 _COL_GAP = 84.0  # horizontal room between columns, for the edges
 _ROW_GAP = 22.0  # vertical room between boxes of a column
 _LANE = 12.0  # vertical room a long edge takes where it passes a column
-_MAX_DUMMIES = 3000  # more bends than this: lay out the transitive reduction only
+_MAX_BENDS = 2000  # bend points of long edges the layout may route (see _routed_edges)
+_MAX_BENDS_PER_COLUMN = 250
 
 
 class _View:
@@ -199,9 +201,9 @@ class _Layout:
     routes: dict[tuple[str, str], list[tuple[float, float]]]
 
 
-def _ranks(keys: Sequence[str], edges: Sequence[tuple[str, str]]) -> dict[str, int]:
-    """Longest-path depth of every job (0 for jobs without needs); jobs on a cycle
-    (never in a valid plan) keep the depth they reached."""
+def _ranks(keys: Sequence[str], edges: Sequence[tuple[str, str]]) -> tuple[dict[str, int], bool]:
+    """Longest-path depth of every job (0 for jobs without needs), and whether the
+    graph is acyclic. Jobs on a cycle (never in a valid plan) keep the depth they reached."""
     rank = dict.fromkeys(keys, 0)
     indeg = dict.fromkeys(keys, 0)
     out: dict[str, list[str]] = {k: [] for k in keys}
@@ -218,7 +220,7 @@ def _ranks(keys: Sequence[str], edges: Sequence[tuple[str, str]]) -> dict[str, i
                 if indeg[d] == 0:
                     nxt.append(d)
         ready = nxt
-    return rank
+    return rank, all(d == 0 for d in indeg.values())
 
 
 def _transitive_reduction(
@@ -248,13 +250,52 @@ def _transitive_reduction(
     return [(a, b) for a, b in edges if rank[b] <= rank[a] or not (via[a] >> index[b]) & 1]
 
 
+def _routed_edges(
+    keys: Sequence[str], edges: Sequence[tuple[str, str]], rank: dict[str, int]
+) -> list[tuple[str, str]]:
+    """The edges the layout routes. An edge spanning several columns needs a bend point
+    in each column it passes; with very dense needs that is slow and, in grandalf's
+    recursive placement, deep. So past a budget, the layout keeps the transitive
+    reduction, and then only the long edges that still fit (shortest first); the rest
+    are drawn as direct curves. Leaving long edges out never changes the columns."""
+
+    def bends(e: tuple[str, str]) -> range:
+        return range(rank[e[0]] + 1, rank[e[1]])
+
+    def fits(candidates: Sequence[tuple[str, str]]) -> bool:
+        per_column: dict[int, int] = {}
+        for e in candidates:
+            for r in bends(e):
+                per_column[r] = per_column.get(r, 0) + 1
+        return (
+            sum(per_column.values()) <= _MAX_BENDS
+            and max(per_column.values(), default=0) <= _MAX_BENDS_PER_COLUMN
+        )
+
+    if fits(edges):
+        return list(edges)
+    reduced = _transitive_reduction(keys, edges, rank)
+    if fits(reduced):
+        return reduced
+    kept: set[tuple[str, str]] = set()
+    total, per_column = 0, dict.fromkeys(range(max(rank.values()) + 1), 0)
+    for e in sorted(reduced, key=lambda e: len(bends(e))):
+        columns = bends(e)
+        if total + len(columns) <= _MAX_BENDS and all(
+            per_column[r] < _MAX_BENDS_PER_COLUMN for r in columns
+        ):
+            kept.add(e)
+            total += len(columns)
+            for r in columns:
+                per_column[r] += 1
+    return [e for e in reduced if e in kept]
+
+
 def _layout(keys: Sequence[str], edges: Sequence[tuple[str, str]], box_w: float) -> _Layout:
     if not keys:
         return _Layout(0.0, 0.0, {}, box_w, {})
-    layout_edges = list(edges)
-    rank = _ranks(keys, edges)
-    if sum(max(0, rank[b] - rank[a] - 1) for a, b in edges) > _MAX_DUMMIES:
-        layout_edges = _transitive_reduction(keys, edges, rank)
+    rank, acyclic = _ranks(keys, edges)
+    layout_edges = _routed_edges(keys, edges, rank)
 
     # grandalf stacks layers top to bottom; we want them left to right, so every
     # size goes in transposed (w is the extent along a column) and comes out swapped.
@@ -298,7 +339,9 @@ def _layout(keys: Sequence[str], edges: Sequence[tuple[str, str]], box_w: float)
     sug.xspace = _ROW_GAP
     sug.yspace = _COL_GAP
     sug.dw, sug.dh = _LANE, box_w  # the size of the bend points of long edges
-    sug.init_all(roots=[root])
+    # A valid plan is a DAG: then grandalf need not search for edges to reverse (a
+    # recursive search that also raises the interpreter's recursion limit on big graphs).
+    sug.init_all(roots=[root], inverted_edges=[] if acyclic else None)
     sug.draw()
 
     # Safety net: keep every column's boxes and lanes apart, whatever the placement did.
@@ -328,16 +371,14 @@ def _layout(keys: Sequence[str], edges: Sequence[tuple[str, str]], box_w: float)
     def shift(p: tuple[float, float]) -> tuple[float, float]:
         return (p[0] - min_x, p[1] - min_y)
 
-    boxes = {
-        k: shift((c[0] - box_w / 2, c[1] - BOX_H / 2)) for k, c in centres.items()
-    }
+    boxes = {k: shift((c[0] - box_w / 2, c[1] - BOX_H / 2)) for k, c in centres.items()}
     routes: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for a, b, e in g_edges:
         path = [shift(point(p)) for p in e.view.path] if e.view.path else []
         if not path or len(path) < 2:
             path = [shift(centres[a]), shift(centres[b])]
         routes[(a, b)] = path
-    for a, b in edges:  # transitive edges left out of a very dense layout
+    for a, b in edges:  # edges left out of a very dense layout: direct curves
         routes.setdefault((a, b), [shift(centres[a]), shift(centres[b])])
     width = max(x for x, _ in boxes.values()) + box_w
     height = max(y for _, y in boxes.values()) + BOX_H
@@ -406,14 +447,13 @@ def _edge_path(points: list[tuple[float, float]], box_w: float) -> str:
     runs += [(x - half, x + half, y) for x, y in points[1:-1]]
     runs.append((tx - half, tx - half, ty))
     d = [f"M{_num(runs[0][1])},{_num(runs[0][2])}"]
-    for (_, x0, y0), (x1, x2, y1) in zip(runs, runs[1:], strict=False):
+    for (_, x0, y0), (x1, x2, y1) in pairwise(runs):
         if abs(y1 - y0) < 0.5:
             d.append(f"L{_num(x1)},{_num(y1)}")
         else:
             mid = (x1 - x0) / 2
             d.append(
-                f"C{_num(x0 + mid)},{_num(y0)} {_num(x1 - mid)},{_num(y1)} "
-                f"{_num(x1)},{_num(y1)}"
+                f"C{_num(x0 + mid)},{_num(y0)} {_num(x1 - mid)},{_num(y1)} {_num(x1)},{_num(y1)}"
             )
         if x2 > x1:
             d.append(f"L{_num(x2)},{_num(y1)}")
@@ -512,8 +552,10 @@ def graph_svg(task: dict[str, Any], include_system: bool) -> str:
         )
 
     ox, oy = margin, graph_top
-    w(f'<g id="edges" fill="none" stroke="#94a3b8" stroke-width="1.5" '
-      f'transform="translate({_num(ox)},{_num(oy)})">')
+    w(
+        f'<g id="edges" fill="none" stroke="#94a3b8" stroke-width="1.5" '
+        f'transform="translate({_num(ox)},{_num(oy)})">'
+    )
     for (a, b), points in _spread_ports(layout, edges).items():
         w(
             f'<path class="edge" data-from="{_xml(a)}" data-to="{_xml(b)}" '
@@ -542,9 +584,7 @@ def graph_svg(task: dict[str, Any], include_system: bool) -> str:
             f'<text x="{_num(x + 14)}" y="{_num(y + 22)}" font-size="13" font-weight="600" '
             f'fill="#111827">{_xml(_fit(n.name, 13, name_room, bold=True))}</text>'
         )
-        w(
-            f'<circle cx="{_num(x + 18)}" cy="{_num(y + 38)}" r="4" fill="{s.stroke}"/>'
-        )
+        w(f'<circle cx="{_num(x + 18)}" cy="{_num(y + 38)}" r="4" fill="{s.stroke}"/>')
         w(
             f'<text x="{_num(x + 27)}" y="{_num(y + 42)}" font-size="12" '
             f'fill="{s.text}">{_xml(s.label)}</text>'
