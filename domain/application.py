@@ -84,6 +84,9 @@ class TaskLedger(Application[UUID]):
     """Tasks and API keys, as event streams in one store."""
 
     name = "TaskLedger"
+    # The cache fast-forwards from the store on every read, so it never serves a
+    # stale version: a read costs one "events after version v" query.
+    env = {"AGGREGATE_CACHE_MAXSIZE": "5000", "AGGREGATE_CACHE_FASTFORWARD": "y"}  # noqa: RUF012
     snapshotting_intervals = {Task: 50}  # noqa: RUF012
     max_attempts = 60
 
