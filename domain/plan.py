@@ -48,8 +48,7 @@ class JobPlan:
             needs=tuple(data.get("needs", ())),
             system=bool(data.get("system", False)),
             steps=tuple(
-                StepPlan(s["key"], s["name"], bool(s.get("system", False)))
-                for s in data["steps"]
+                StepPlan(s["key"], s["name"], bool(s.get("system", False))) for s in data["steps"]
             ),
         )
 
@@ -71,7 +70,7 @@ def validate_plan(jobs: tuple[JobPlan, ...]) -> None:
         problems.add(f"at most {MAX_JOBS} jobs")
     seen_jobs: set[str] = set()
     for i, job in enumerate(jobs):
-        if not KEY_PATTERN.match(job.key):
+        if not KEY_PATTERN.fullmatch(job.key):
             problems.add(f"job key {job.key!r} must match {KEY_PATTERN.pattern}", i, "key")
         if job.key in seen_jobs:
             problems.add(f"duplicate job key {job.key!r}", i, "key")
@@ -82,12 +81,14 @@ def validate_plan(jobs: tuple[JobPlan, ...]) -> None:
             problems.add(f"at most {MAX_STEPS_PER_JOB} steps per job", i, "steps")
         seen_steps: set[str] = set()
         for j, step in enumerate(job.steps):
-            if not KEY_PATTERN.match(step.key):
+            if not KEY_PATTERN.fullmatch(step.key):
                 problems.add(
                     f"step key {step.key!r} must match {KEY_PATTERN.pattern}", i, "steps", j, "key"
                 )
             if step.key in seen_steps:
-                problems.add(f"duplicate step key {step.key!r} in job {job.key}", i, "steps", j)
+                problems.add(
+                    f"duplicate step key {step.key!r} in job {job.key}", i, "steps", j, "key"
+                )
             seen_steps.add(step.key)
     keys = {job.key for job in jobs}
     for i, job in enumerate(jobs):

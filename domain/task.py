@@ -321,6 +321,10 @@ class Task(Aggregate):
 
     def _apply(self, t: Transition, now: datetime) -> None:
         at = t.at or now
+        if self.kind == IMMEDIATE:
+            raise self._refuse(
+                t, self.status, "an immediate task is done when recorded: it accepts no reports"
+            )
         if t.job is None:
             if t.step is not None:
                 raise UnknownTargetError(("step",), "a step transition also needs its job")
@@ -346,8 +350,6 @@ class Task(Aggregate):
         )
 
     def _refuse_if_finished(self, t: Transition, current: Status) -> None:
-        if self.kind == IMMEDIATE:
-            raise self._refuse(t, current, "an immediate task has no jobs or steps to report")
         if self.status == Status.TIMED_OUT and self.hard_timed_out:
             raise self._refuse(t, current, "task timed out: it accepts no more reports")
         if self.status == Status.CANCELED:
@@ -362,7 +364,8 @@ class Task(Aggregate):
             raise self._refuse(
                 t,
                 self.status,
-                "a task accepts only 'queued'; its other statuses follow from its jobs",
+                f"task cannot be set {t.status.label}: it accepts only queued, "
+                "its other statuses follow from its jobs",
             )
         if self.queued_at is not None and not self.is_terminal:
             return  # already queued: a retry
@@ -383,7 +386,10 @@ class Task(Aggregate):
                 f"step {s.key} is {s.status.label}" for s in job.steps if not s.status.is_success
             )
             raise self._refuse(
-                t, current, f"{label} finishes by itself when its steps finish ({open_steps})"
+                t,
+                current,
+                f"{label} cannot be set {t.status.label}: "
+                f"it finishes by itself when its steps finish ({open_steps})",
             )
         if t.status in (Status.QUEUED, Status.PENDING, Status.CANCELING):
             raise self._refuse(
@@ -405,21 +411,28 @@ class Task(Aggregate):
                 reset_steps=[s.key for s in job.steps if s.status != Status.PENDING],
                 occurred_at=at,
             )
+            if self.cancel_requested:
+                # Its retry could never start: canceled at once, like every waiting job.
+                self._finish_job(job, Status.CANCELED, at, now, reason="cancellation requested")
         else:  # failed, canceled, timed_out
             self._finish_job(job, t.status, at, now, reason=None, error=t.error)
         self._settle(at, now)
 
     def _refuse_start(self, t: Transition, job: Job, current: Status) -> None:
-        label = f"job {job.key}"
+        """Refuses to start `job` or its step; `current` is the reported target's status."""
+        label = f"job {job.key}" if t.step is None else f"step {t.step}"
         if self.cancel_requested:
-            raise self._refuse(t, current, "cancellation was requested: nothing new may start")
-        if current == Status.PENDING and not (self.queued_at is None and self._needs_met(job)):
+            raise self._refuse(
+                t, current, f"{label} cannot start: cancellation was requested, nothing new starts"
+            )
+        if job.status == Status.PENDING and not (self.queued_at is None and self._needs_met(job)):
             waiting = ", ".join(
                 f"{need} ({self.job(need).status.label})"
                 for need in job.needs
                 if not self.job(need).status.is_success
             )
-            raise self._refuse(t, current, f"{label} cannot start yet: it needs {waiting}")
+            whose = "it" if t.step is None else f"job {job.key}"
+            raise self._refuse(t, current, f"{label} cannot start yet: {whose} needs {waiting}")
 
     def _apply_to_step(
         self, job: Job, step: Step, t: Transition, at: datetime, now: datetime
@@ -439,14 +452,15 @@ class Task(Aggregate):
         label = f"step {step.key}"
         if current.is_terminal:
             raise self._refuse(t, current, f"{label} already finished {current.label}")
-        if status not in STEP_TRANSITIONS.get(current, frozenset()):
+        # Judged on the reported status: a downgraded failure is as legal as the failure.
+        if t.status not in STEP_TRANSITIONS.get(current, frozenset()):
             raise self._refuse(
-                t, current, f"{label} cannot go from {current.label} to {status.label}"
+                t, current, f"{label} cannot go from {current.label} to {t.status.label}"
             )
         if job.status.is_terminal:
             raise self._refuse(t, current, f"{label} cannot change: job {job.key} finished")
         if status == Status.IN_PROGRESS:
-            self._refuse_start(t, job, job.status)
+            self._refuse_start(t, job, current)
             index = job.step_index(step.key)
             if index > 0:
                 previous = job.steps[index - 1]
