@@ -12,7 +12,7 @@ TASKTRAIL_REQUIRE_POSTGRES=1 (as in CI), when they fail.
 from __future__ import annotations
 
 import os
-import warnings
+import sys
 from collections.abc import Iterator
 from functools import cache
 from uuid import uuid4
@@ -47,7 +47,8 @@ def require_postgres() -> None:
         return
     if REQUIRE_POSTGRES:
         pytest.fail(f"TASKTRAIL_REQUIRE_POSTGRES=1 but {problem}")
-    warnings.warn(f"SKIPPING POSTGRESQL TESTS: {problem}", stacklevel=2)
+    # Loud on purpose: a skipped backend must never pass unnoticed.
+    print(f"\n!!! SKIPPING POSTGRESQL TESTS: {problem} !!!", file=sys.stderr)
     pytest.skip(f"SKIPPING POSTGRESQL TESTS: {problem}")
 
 
