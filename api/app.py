@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api import errors, idempotency
 from api.body_guard import BodyGuard
-from api.routes import api_keys, graph, health, tasks, timeline
+from api.routes import api_keys, events, export, graph, health, task_list, tasks, timeline
 from api.services import Services
 from api.settings import Settings
 
@@ -31,6 +31,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = services is None
         app.state.services = services or Services.start(settings)
+        projections = app.state.services.projections
+        if own and settings.run_projections and projections is not None:
+            projections.start()
         try:
             yield
         finally:
@@ -46,7 +49,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     errors.install(app)
     idempotency.install(app)
-    for module in (health, tasks, timeline, graph, api_keys):
+    for module in (health, tasks, timeline, graph, api_keys, task_list, events, export):
         app.include_router(module.router)
     app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
     return app

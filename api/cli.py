@@ -1,4 +1,4 @@
-"""The `tasktrail` command line: serve the API."""
+"""The `tasktrail` command line: serve the API; see and rebuild the read models."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 
 import uvicorn
 
+from api import projections_cli
 from api.admin_token import ensure_admin_token, token_path
 from api.settings import Settings
 
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--port", type=int, default=8000)
     serve_parser.add_argument("--workers", type=int, default=1)
     serve_parser.set_defaults(handler=serve)
+    projections_cli.register(commands)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 

@@ -19,6 +19,8 @@ from domain.status import Status
 from domain.task import MAX_TIMEOUT_SECONDS
 
 ORG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+# Stores keep versions as signed 64-bit integers: a larger one cannot even be asked for.
+MAX_VERSION = 2**63 - 1
 TYPE_PATTERN = r"^[a-z0-9][a-z0-9_.:-]{0,99}$"
 
 Key = Annotated[str, Field(pattern=KEY_PATTERN.pattern, examples=["build"])]
@@ -27,7 +29,10 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:30:00+01:00 has no UTC equivalent in Python
+        raise ValueError("time is out of range once converted to UTC") from None
 
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
@@ -157,7 +162,7 @@ class TransitionsRequest(Request):
     )
 
     transitions: Annotated[list[TransitionItem], Field(min_length=1, max_length=1000)]
-    expected_version: Annotated[int, Field(ge=0)] | None = None
+    expected_version: Annotated[int, Field(ge=0, le=MAX_VERSION)] | None = None
 
 
 class CancelRequest(Request):

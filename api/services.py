@@ -10,6 +10,7 @@ from api.admin_token import read_admin_token
 from api.settings import Settings
 from domain.application import TaskLedger
 from domain.storage import StoreConfig
+from projections.runtime import Projections
 
 
 @dataclass
@@ -21,16 +22,22 @@ class Services:
     # Keyed requests being processed by this process: a concurrent duplicate gets 409.
     in_flight: set[UUID] = field(default_factory=set)
     in_flight_lock: threading.Lock = field(default_factory=threading.Lock)
+    # The read models; their runners run here only after `projections.start()`.
+    projections: Projections | None = None
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
         store = StoreConfig.from_url(settings.database_url)
+        ledger = TaskLedger(store.env("tasks"))
         return cls(
             settings=settings,
             store=store,
-            ledger=TaskLedger(store.env("tasks")),
+            ledger=ledger,
             admin_token=read_admin_token(settings),
+            projections=Projections(store, ledger, batch_size=settings.projection_batch_size),
         )
 
     def close(self) -> None:
+        if self.projections is not None:
+            self.projections.close()
         self.ledger.close()

@@ -21,3 +21,15 @@ class Settings(BaseSettings):
     var_dir: Path = Field(default=Path("var"), description="Where generated secrets are kept.")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     log_level: str = "info"
+    run_projections: bool = Field(
+        default=True,
+        description="Run the projection runners in this process (one process at a time "
+        "works on each projection: the others stand by).",
+    )
+    projection_batch_size: int = Field(default=500, ge=1, le=10_000)
+    min_position_timeout_seconds: float = Field(
+        default=5.0, ge=0, le=60, description="How long a read waits for `min_position`."
+    )
+    sse_heartbeat_seconds: float = Field(
+        default=15.0, gt=0, description="Idle time after which an event stream sends a comment."
+    )

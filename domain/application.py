@@ -2,42 +2,42 @@
 
 Every command reads the same way: load, call the aggregate, save, return plain
 values. Concurrent writers meet the store's optimistic concurrency; a command that
-lost the race reloads and re-applies, a bounded number of times. Every command
-attempt carries one command id in its events, so a commit whose acknowledgement was
+lost the race backs off, reloads and re-applies, a bounded number of times. Every
+command carries one command id in its events, so a commit whose acknowledgement was
 lost (the connection dropped after COMMIT) is recognised as ours, never reported
-as refused.
+as refused; when the store cannot even be asked, the caller is told the outcome is
+unknown rather than that nothing was stored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.utils import get_topic
-from eventsourcing.persistence import (
-    IntegrityError,
-    InterfaceError,
-    JSONTranscoder,
-    OperationalError,
-)
+from eventsourcing.application import AggregateNotFoundError, Application, Repository
+from eventsourcing.persistence import IntegrityError, JSONTranscoder
+from eventsourcing.utils import get_topic, strtobool
 
 from domain.api_key import PLATFORM_SCOPE, ApiKey, key_id_for_token, new_token
 from domain.context import command_scope
 from domain.errors import ConflictError, InvalidRequestError
 from domain.idempotency import AlreadyAnsweredError, IdempotentAnswer, IdempotentRequest
 from domain.plan import JobPlan
+from domain.storage import STORE_ERRORS
 from domain.task import Task
 from domain.transcodings import JobAsDict, StepAsDict
 from domain.views import event_view, task_view
 from domain.work import Transition
 
 Clock = Callable[[], datetime]
+_CONFLICT_OR_STORE_ERRORS: tuple[type[Exception], ...] = (IntegrityError, *STORE_ERRORS)
 
 
 def utc_now() -> datetime:
@@ -61,7 +61,15 @@ class ContentionError(Exception):
 
 
 class StoreUnavailableError(Exception):
-    """Raised when the event store cannot be reached and the write's fate is known: not stored."""
+    """Raised when the event store cannot be reached; a write that raises it stored nothing."""
+
+
+class WriteOutcomeUnknownError(StoreUnavailableError):
+    """Raised when the store failed during a write and could not be asked whether it was stored.
+
+    Retrying is safe for reports and cancels (a repeated transition is a no-op); a
+    create should be retried with the same task id (or Idempotency-Key).
+    """
 
 
 @dataclass(frozen=True)
@@ -80,20 +88,68 @@ class Outcome:
     answer: Task
 
 
+class ConsistentRepository(Repository[UUID]):
+    """The library's repository, but a cached aggregate is never copied mid-update.
+
+    The library fast-forwards a cached aggregate under a lock, then deep-copies it for
+    the caller after releasing that lock: a second reader fast-forwarding the same
+    object meanwhile hands the first a copy whose version is older than its state
+    (a torn read). Reads of one aggregate are serialised here (striped locks).
+    """
+
+    _STRIPES = 64
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stripes = [threading.Lock() for _ in range(self._STRIPES)]
+
+    def get(self, aggregate_id: UUID, *, version: int | None = None, **kwargs: Any) -> Any:
+        if self.cache is None or version is not None:
+            return super().get(aggregate_id, version=version, **kwargs)
+        with self._stripes[hash(aggregate_id) % self._STRIPES]:
+            return super().get(aggregate_id, **kwargs)
+
+
 class TaskLedger(Application[UUID]):
     """Tasks and API keys, as event streams in one store."""
 
     name = "TaskLedger"
     # The cache fast-forwards from the store on every read, so it never serves a
     # stale version: a read costs one "events after version v" query.
-    env = {"AGGREGATE_CACHE_MAXSIZE": "5000", "AGGREGATE_CACHE_FASTFORWARD": "y"}  # noqa: RUF012
-    snapshotting_intervals = {Task: 50}  # noqa: RUF012
+    env = {"AGGREGATE_CACHE_MAXSIZE": "5000", "AGGREGATE_CACHE_FASTFORWARD": "y"}
+    snapshotting_intervals = {Task: 50}
     max_attempts = 60
+    # A writer that lost the race sleeps a random time, up to a ceiling that doubles
+    # with each lost attempt (from `backoff_base`, at most `backoff_cap`, in seconds):
+    # racing writers spread out instead of colliding again at once.
+    backoff_base = 0.002
+    backoff_cap = 0.05
 
     def __init__(self, env: dict[str, str] | None = None, clock: Clock = utc_now) -> None:
-        super().__init__(env)
         self.clock = clock
         self.conflicts_retried = 0
+        self._conflicts_lock = threading.Lock()
+        try:
+            super().__init__(env)
+        except STORE_ERRORS as error:
+            # The pool may already be trying to connect in the background: stop it.
+            if (factory := getattr(self, "factory", None)) is not None:
+                factory.close()
+            raise StoreUnavailableError(f"the event store cannot be reached: {error}") from error
+
+    def construct_repository(self) -> Repository[UUID]:
+        """The library's repository, configured the library's way, copying consistently."""
+        cache_maxsize = self.env.get(self.AGGREGATE_CACHE_MAXSIZE)
+        return ConsistentRepository(
+            event_store=self.events,
+            snapshot_store=self.snapshots,
+            cache_maxsize=int(cache_maxsize) if cache_maxsize else None,
+            fastforward=strtobool(self.env.get(self.AGGREGATE_CACHE_FASTFORWARD, "y")),
+            fastforward_skipping=strtobool(
+                self.env.get(self.AGGREGATE_CACHE_FASTFORWARD_SKIPPING, "n")
+            ),
+            deepcopy_from_cache=strtobool(self.env.get(self.DEEPCOPY_FROM_AGGREGATE_CACHE, "y")),
+        )
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -237,24 +293,38 @@ class TaskLedger(Application[UUID]):
         """Every API key (of one org), oldest first, revoked ones included."""
         topic = get_topic(ApiKey.ApiKeyIssued)
         keys, start = [], None
-        while True:
-            page = self.recorder.select_notifications(
-                start=start, limit=500, topics=[topic], inclusive_of_start=False
-            )
-            for notification in page:
-                key = self.repository.get(notification.originator_id)
-                if org in (None, PLATFORM_SCOPE) or key.org == org:
-                    keys.append(key_view(key))
-            if len(page) < 500:
-                return keys
-            start = page[-1].id
+        with _reading():
+            while True:
+                page = self.recorder.select_notifications(
+                    start=start, limit=500, topics=[topic], inclusive_of_start=False
+                )
+                for notification in page:
+                    key: Any = self.repository.get(UUID(str(notification.originator_id)))
+                    if org in (None, PLATFORM_SCOPE) or key.org == org:
+                        keys.append(key_view(key))
+                if len(page) < 500:
+                    return keys
+                start = page[-1].id
 
     def revoke_key(self, key_id: UUID, *, org: str | None = None) -> None:
         """Revokes an API key: its token stops working at once."""
-        with command_scope():
-            key = self._load_key(key_id, org)
-            key.revoke(self.clock())
-            self.save(key)
+        with command_scope() as command_id:
+            for _ in range(self.max_attempts):
+                key = self._load_key(key_id, org)
+                loaded_version = key.version
+                key.revoke(self.clock())  # a second revoke is a conflict, after a reload too
+                try:
+                    self.save(key)
+                except IntegrityError:
+                    if self._has_own_events(key_id, loaded_version, command_id):
+                        return
+                    continue  # revoked concurrently: the reload says so
+                except STORE_ERRORS as error:
+                    if self._has_own_events(key_id, loaded_version, command_id):
+                        return
+                    raise StoreUnavailableError(str(error)) from error
+                return
+        raise ContentionError(f"API key {key_id} kept changing; try again")
 
     # ------------------------------------------------------------------ queries
 
@@ -286,13 +356,15 @@ class TaskLedger(Application[UUID]):
     ) -> list[dict[str, Any]]:
         """The task's events in order, as recorded."""
         self._load(task_id, org=org)
-        events = self.events.get(task_id, gt=after_version or None, limit=limit)
-        return [event_view(e) for e in events]
+        with _reading():
+            events = self.events.get(task_id, gt=after_version or None, limit=limit)
+            return [event_view(e) for e in events]
 
     def find_key(self, token: str) -> dict[str, Any] | None:
         """The active key a bearer token belongs to, or None."""
         try:
-            key = self.repository.get(key_id_for_token(token))
+            with _reading():
+                key: Any = self.repository.get(key_id_for_token(token))
         except AggregateNotFoundError:
             return None
         if not isinstance(key, ApiKey) or not key.is_active:
@@ -324,27 +396,27 @@ class TaskLedger(Application[UUID]):
                         current_status=task.status.value,
                     )
                 outcome = action(task)
-                if not any(a.version > _saved_version(a) for a in outcome.aggregates):
+                saved_versions = {a.id: _saved_version(a) for a in outcome.aggregates}
+                if not any(a.version > saved_versions[a.id] for a in outcome.aggregates):
                     return Written(task_view(outcome.answer, self.clock()), None)
                 answer = self._answer(request, outcome.answer)
                 try:
                     recordings = self.save(*outcome.aggregates, answer)
                 except IntegrityError:
                     if self._has_own_events(task_id, loaded_version, command_id):
-                        return self._written_after_ambiguous_commit(outcome.answer.id)
+                        return self._written_after_ambiguous_commit(outcome, saved_versions)
                     self._raise_if_answered(request)
+                    self._raise_if_taken([i for i, v in saved_versions.items() if v == 0])
                     if expected_version is not None:
                         raise VersionMismatchError(
                             "the task changed while this command was being applied",
                             current_status=task.status.value,
                         ) from None
-                    self.conflicts_retried += 1
-                    # Back off a little, with jitter, so racing writers spread out.
-                    time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
+                    self._back_off(attempt)
                     continue
-                except (OperationalError, InterfaceError) as error:
+                except STORE_ERRORS as error:
                     if self._has_own_events(task_id, loaded_version, command_id):
-                        return self._written_after_ambiguous_commit(outcome.answer.id)
+                        return self._written_after_ambiguous_commit(outcome, saved_versions)
                     raise StoreUnavailableError(str(error)) from error
                 return Written(
                     task_view(outcome.answer, self.clock()), recordings[-1].notification.id
@@ -362,9 +434,9 @@ class TaskLedger(Application[UUID]):
         """Saves a new stream; a lost acknowledgement of our own commit counts as success."""
         try:
             return self.save(aggregate, answer)[-1].notification.id
-        except (IntegrityError, OperationalError, InterfaceError) as error:
+        except _CONFLICT_OR_STORE_ERRORS as error:
             if self._has_own_events(aggregate.id, 0, command_id):
-                return self.recorder.max_notification_id() or 0
+                return self._max_position()
             if isinstance(error, IntegrityError) and answer is not None:
                 self._raise_if_answered(IdempotentRequest(answer.id, answer.request_hash, 0))
             if isinstance(error, IntegrityError):
@@ -387,7 +459,8 @@ class TaskLedger(Application[UUID]):
     def find_answer(self, answer_id: UUID) -> IdempotentAnswer | None:
         """The stored answer to a keyed request, if it was answered."""
         try:
-            answer = self.repository.get(answer_id)
+            with _reading():
+                answer: Any = self.repository.get(answer_id)
         except AggregateNotFoundError:
             return None
         return answer if isinstance(answer, IdempotentAnswer) else None
@@ -400,34 +473,73 @@ class TaskLedger(Application[UUID]):
             answer = IdempotentAnswer.record(
                 request, now=self.clock(), body=body, status_code=status_code
             )
-            try:
+            # A concurrent attempt that recorded its answer first is the one that stands.
+            with contextlib.suppress(IntegrityError):
                 self.save(answer)
-            except IntegrityError:
-                pass  # a concurrent attempt recorded its answer first; that one stands
 
     def _has_own_events(self, stream_id: UUID, after_version: int, command_id: str) -> bool:
+        """Whether this command's events were stored, after a write failed ambiguously."""
         try:
             events = self.events.get(stream_id, gt=after_version or None)
             return any(getattr(e, "command_id", None) == command_id for e in events)
-        except (OperationalError, InterfaceError):
-            return False
+        except STORE_ERRORS as error:
+            raise WriteOutcomeUnknownError(
+                f"the store failed during a write to {stream_id} and cannot tell whether "
+                f"it was stored: {error}"
+            ) from error
 
-    def _written_after_ambiguous_commit(self, task_id: UUID) -> Written:
+    def _raise_if_taken(self, new_ids: Iterable[UUID]) -> None:
+        """A conflict on a new stream is not a race to retry: the id is taken."""
+        for new_id in new_ids:
+            with _reading():
+                taken = bool(list(self.events.get(new_id, limit=1)))
+            if taken:
+                raise ConflictError(f"{new_id} already exists") from None
+
+    def _back_off(self, attempt: int) -> None:
+        """Counts a lost race and sleeps before the next attempt (full jitter)."""
+        with self._conflicts_lock:
+            self.conflicts_retried += 1
+        ceiling = min(self.backoff_cap, self.backoff_base * 2**attempt)
+        time.sleep(random.uniform(0, ceiling))
+
+    def _written_after_ambiguous_commit(
+        self, outcome: Outcome, saved_versions: dict[UUID, int]
+    ) -> Written:
         # The recording (and so the exact position) was lost with the acknowledgement;
         # the store's current maximum is an upper bound that still orders reads correctly.
-        task = self._load(task_id)
-        return Written(task_view(task, self.clock()), self.recorder.max_notification_id() or 0)
+        # The library takes snapshots after recording, so a due one was skipped: take it.
+        for aggregate in outcome.aggregates:
+            self._take_missed_snapshots(aggregate, saved_versions[aggregate.id])
+        task = self._load(outcome.answer.id)
+        return Written(task_view(task, self.clock()), self._max_position())
+
+    def _take_missed_snapshots(self, aggregate: Any, saved_version: int) -> None:
+        interval = self.snapshotting_intervals.get(type(aggregate))
+        if not interval or self.snapshots is None:
+            return
+        for version in range(saved_version + 1, aggregate.version + 1):
+            if version % interval == 0:
+                # Only an optimisation: a failure (or a snapshot already there) is harmless.
+                with contextlib.suppress(IntegrityError, *STORE_ERRORS):
+                    self.take_snapshot(aggregate.id, version=version)
+
+    def _max_position(self) -> int:
+        with _reading():
+            return self.recorder.max_notification_id() or 0
 
     def _find(self, task_id: UUID) -> Task | None:
         try:
-            task = self.repository.get(task_id)
+            with _reading():
+                task: Any = self.repository.get(task_id)
         except AggregateNotFoundError:
             return None
         return task if isinstance(task, Task) else None
 
     def _load(self, task_id: UUID, *, org: str | None = None, version: int | None = None) -> Task:
         try:
-            task = self.repository.get(task_id, version=version)
+            with _reading():
+                task: Any = self.repository.get(task_id, version=version)
         except AggregateNotFoundError:
             raise TaskNotFoundError(task_id) from None
         if not isinstance(task, Task) or (org not in (None, PLATFORM_SCOPE) and task.org != org):
@@ -436,7 +548,8 @@ class TaskLedger(Application[UUID]):
 
     def _load_key(self, key_id: UUID, org: str | None) -> ApiKey:
         try:
-            key = self.repository.get(key_id)
+            with _reading():
+                key: Any = self.repository.get(key_id)
         except AggregateNotFoundError:
             raise ApiKeyNotFoundError(key_id) from None
         if not isinstance(key, ApiKey) or (org not in (None, PLATFORM_SCOPE) and key.org != org):
@@ -445,13 +558,24 @@ class TaskLedger(Application[UUID]):
 
     def _version_at(self, task_id: UUID, moment: datetime) -> int:
         version = 0
-        for stored in self.events.get(task_id):
-            if stored.timestamp > moment:
-                break
-            version = stored.originator_version
+        with _reading():
+            events: Iterable[Any] = self.events.get(task_id)
+            for stored in events:
+                if stored.timestamp > moment:
+                    break
+                version = stored.originator_version
         if version == 0:
             self._load(task_id)  # unknown task → not found; known → it did not exist yet
         return version
+
+
+@contextlib.contextmanager
+def _reading() -> Iterator[None]:
+    """Reports a store that cannot be reached during a read as StoreUnavailableError."""
+    try:
+        yield
+    except STORE_ERRORS as error:
+        raise StoreUnavailableError(f"the event store cannot be reached: {error}") from error
 
 
 def _saved_version(aggregate: Any) -> int:

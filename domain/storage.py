@@ -3,13 +3,68 @@
 Task streams and log streams live in two applications with two event tables:
 on PostgreSQL the tables are named after each application; on SQLite, where the
 library's table names are fixed, the log streams get a file of their own.
+
+On PostgreSQL the library's factory is used through a thin subclass,
+`PostgresStoreFactory`, that gives up at once when no connection can be had: the
+library retries every read and write ten times, and each retry would wait the whole
+connect timeout again, so an unreachable server took a minute or more to report.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
+from eventsourcing.postgres import PostgresDatastore, PostgresFactory
+from eventsourcing.utils import Environment, EnvType, get_topic
+from psycopg_pool import PoolTimeout
+
+DEFAULT_CONNECT_TIMEOUT = 5
+
+
+class StoreUnreachableError(PersistenceError):
+    """Raised when no connection to the store could be had within the connect timeout.
+
+    Deliberately not an `OperationalError`: the library's recorders retry those, and
+    waiting the whole timeout ten times over helps no one.
+    """
+
+
+# What a store that cannot be reached (or dropped the connection) raises.
+STORE_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    StoreUnreachableError,
+)
+
+
+class _FailFastPostgresDatastore(PostgresDatastore):
+    """The library's datastore, raising StoreUnreachableError when the pool times out."""
+
+    @contextmanager
+    def get_connection(self) -> Iterator[Any]:
+        try:
+            with super().get_connection() as conn:
+                yield conn
+        except OperationalError as error:
+            if isinstance(error.__cause__, PoolTimeout):
+                raise StoreUnreachableError(str(error)) from error
+            raise
+
+
+class PostgresStoreFactory(PostgresFactory):
+    """`eventsourcing.postgres`, failing fast when PostgreSQL cannot be reached."""
+
+    def __init__(self, env: Environment | EnvType | None):
+        super().__init__(env)
+        # The subclass only overrides a method, so the datastore the library built
+        # (with every setting it parsed from the environment) can simply take it on.
+        self.datastore.__class__ = _FailFastPostgresDatastore
 
 
 @dataclass(frozen=True)
@@ -24,6 +79,8 @@ class StoreConfig:
     pg_password: str = ""
     pg_dbname: str = "postgres"
     pg_schema: str = ""
+    # Seconds to wait for a connection (from the pool, or a new one) before giving up.
+    pg_connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
 
     @classmethod
     def from_url(cls, url: str) -> StoreConfig:
@@ -39,6 +96,9 @@ class StoreConfig:
             return cls(backend="sqlite", sqlite_path=Path(raw))
         if scheme in ("postgresql", "postgres"):
             query = parse_qs(parts.query)
+            timeout = query.get("connect_timeout", [str(DEFAULT_CONNECT_TIMEOUT)])[0]
+            if not timeout.isdigit() or int(timeout) < 1:
+                raise ValueError(f"connect_timeout must be a whole number of seconds: {timeout!r}")
             return cls(
                 backend="postgres",
                 pg_host=parts.hostname or "127.0.0.1",
@@ -47,6 +107,7 @@ class StoreConfig:
                 pg_password=unquote(parts.password or ""),
                 pg_dbname=parts.path.lstrip("/") or "postgres",
                 pg_schema=query.get("schema", [""])[0],
+                pg_connect_timeout=int(timeout),
             )
         raise ValueError(
             f"unsupported database URL scheme {scheme!r}: use memory://, sqlite:/// or postgresql://"
@@ -68,16 +129,21 @@ class StoreConfig:
                 "SQLITE_LOCK_TIMEOUT": "10",
             }
         return {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "PERSISTENCE_MODULE": get_topic(PostgresStoreFactory),
             "POSTGRES_HOST": self.pg_host,
             "POSTGRES_PORT": str(self.pg_port),
             "POSTGRES_USER": self.pg_user,
             "POSTGRES_PASSWORD": self.pg_password,
             "POSTGRES_DBNAME": self.pg_dbname,
             "POSTGRES_SCHEMA": self.pg_schema,
-            "POSTGRES_CONNECT_TIMEOUT": "5",
-            "POSTGRES_POOL_SIZE": "5",
-            "POSTGRES_MAX_OVERFLOW": "10",
+            # The library uses this as the pool's wait for a connection (not libpq's
+            # connect_timeout): it bounds how long an unreachable server takes to report.
+            "POSTGRES_CONNECT_TIMEOUT": str(self.pg_connect_timeout),
+            # Two connections kept open, up to ten under load, per application and
+            # process: `--workers 4` with the task and log applications stays at 80,
+            # under PostgreSQL's default max_connections of 100.
+            "POSTGRES_POOL_SIZE": "2",
+            "POSTGRES_MAX_OVERFLOW": "8",
             "POSTGRES_MAX_WAITING": "50",
             "POSTGRES_LOCK_TIMEOUT": "5",
             "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
@@ -86,7 +152,8 @@ class StoreConfig:
 
     def conninfo(self) -> str:
         """A libpq connection string (PostgreSQL only)."""
+        password = f" password={self.pg_password}" if self.pg_password else ""
         return (
             f"host={self.pg_host} port={self.pg_port} user={self.pg_user} "
-            f"dbname={self.pg_dbname}" + (f" password={self.pg_password}" if self.pg_password else "")
+            f"dbname={self.pg_dbname}{password}"
         )

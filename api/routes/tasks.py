@@ -13,6 +13,7 @@ from api.errors import ProblemError
 from api.idempotency import IdempotencyDep
 from api.presenters import present_task, wants_system
 from api.schemas import (
+    MAX_VERSION,
     CancelRequest,
     Problem,
     RerunRequest,
@@ -183,7 +184,9 @@ def get_task(
     as_of: Annotated[
         datetime | None, Query(description="The task as it was at this moment (RFC 3339).")
     ] = None,
-    version: Annotated[int | None, Query(ge=1, description="The task as of this version.")] = None,
+    version: Annotated[
+        int | None, Query(ge=1, le=MAX_VERSION, description="The task as of this version.")
+    ] = None,
 ) -> TaskPublic:
     """One task with its jobs and steps: now (strongly consistent), or as of a past moment."""
     show_system = wants_system(principal, include_system)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from api.deps import LedgerDep, Reader
 from api.presenters import wants_system
 from api.routes.tasks import PROBLEMS, IncludeSystem
-from api.schemas import TimelinePage
+from api.schemas import MAX_VERSION, TimelinePage
 from api.visibility import visible_event
 from projections.stream_positions import stream_positions
 
@@ -23,7 +23,9 @@ def get_timeline(
     principal: Reader,
     ledger: LedgerDep,
     include_system: IncludeSystem = False,
-    after_version: Annotated[int, Query(ge=0, description="Events after this version.")] = 0,
+    after_version: Annotated[
+        int, Query(ge=0, le=MAX_VERSION, description="Events after this version.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> TimelinePage:
     """The task's events in order, with their global positions; page with `after_version`."""
