@@ -22,7 +22,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application, Repository
-from eventsourcing.persistence import IntegrityError, JSONTranscoder
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Transcoder
 from eventsourcing.utils import get_topic, strtobool
 
 from domain.api_key import PLATFORM_SCOPE, ApiKey, key_id_for_token, new_token
@@ -32,7 +32,12 @@ from domain.idempotency import AlreadyAnsweredError, IdempotentAnswer, Idempoten
 from domain.plan import JobPlan
 from domain.storage import STORE_ERRORS
 from domain.task import Task
-from domain.transcodings import JobAsDict, StepAsDict
+from domain.transcodings import (
+    EscapingJSONTranscoder,
+    JobAsDict,
+    LookalikeMappingAsPairs,
+    StepAsDict,
+)
 from domain.views import event_view, task_view
 from domain.work import Transition
 
@@ -77,7 +82,9 @@ class Written:
     """What a write stored: the task after it, and the global position of its last event."""
 
     task: dict[str, Any]
-    position: int | None  # None when the command changed nothing (a retried no-op)
+    # None when the write stored nothing: a no-op (a repeated report, a second cancel)
+    # without an Idempotency-Key. A keyed no-op stores its answer, and has its position.
+    position: int | None
 
 
 @dataclass(frozen=True)
@@ -121,9 +128,11 @@ class TaskLedger(Application[UUID]):
     max_attempts = 60
     # A writer that lost the race sleeps a random time, up to a ceiling that doubles
     # with each lost attempt (from `backoff_base`, at most `backoff_cap`, in seconds):
-    # racing writers spread out instead of colliding again at once.
-    backoff_base = 0.002
-    backoff_cap = 0.05
+    # racing writers spread out instead of colliding again at once. Measured with 8
+    # writers x 50 reports on one task (PostgreSQL): 2 ms / 50 ms lost ~870 races and
+    # took ~4.7 s; 10 ms / 200 ms lose ~180-260 and take ~2-3 s.
+    backoff_base = 0.01
+    backoff_cap = 0.2
 
     def __init__(self, env: dict[str, str] | None = None, clock: Clock = utc_now) -> None:
         self.clock = clock
@@ -151,10 +160,17 @@ class TaskLedger(Application[UUID]):
             deepcopy_from_cache=strtobool(self.env.get(self.DEEPCOPY_FROM_AGGREGATE_CACHE, "y")),
         )
 
+    def construct_transcoder(self) -> Transcoder:
+        """The library's JSON transcoder, made safe for caller-supplied mappings."""
+        transcoder = EscapingJSONTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
+
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         transcoder.register(JobAsDict())
         transcoder.register(StepAsDict())
+        transcoder.register(LookalikeMappingAsPairs())
 
     # ------------------------------------------------------------------ commands
 
@@ -338,6 +354,8 @@ class TaskLedger(Application[UUID]):
     ) -> dict[str, Any]:
         """The task now, or as it was at a version or a moment (replayed from its events)."""
         if as_of is not None:
+            if as_of.tzinfo is None:
+                raise InvalidRequestError.at(("as_of",), "needs a time zone")
             version = self._version_at(task_id, as_of)
         if version is not None and version < 1:
             raise TaskNotFoundError(task_id)
@@ -398,7 +416,9 @@ class TaskLedger(Application[UUID]):
                 outcome = action(task)
                 saved_versions = {a.id: _saved_version(a) for a in outcome.aggregates}
                 if not any(a.version > saved_versions[a.id] for a in outcome.aggregates):
-                    return Written(task_view(outcome.answer, self.clock()), None)
+                    # Nothing changed; a keyed request still remembers its answer.
+                    position = self._save_answer_alone(request, outcome.answer, command_id)
+                    return Written(task_view(outcome.answer, self.clock()), position)
                 answer = self._answer(request, outcome.answer)
                 try:
                     recordings = self.save(*outcome.aggregates, answer)
@@ -451,6 +471,23 @@ class TaskLedger(Application[UUID]):
         return IdempotentAnswer.record(
             request, now=self.clock(), subject_id=subject.id, subject_version=subject.version
         )
+
+    def _save_answer_alone(
+        self, request: IdempotentRequest | None, subject: Task, command_id: str
+    ) -> int | None:
+        """Records the answer to a keyed request that changed nothing; its position."""
+        answer = self._answer(request, subject)
+        if answer is None:
+            return None
+        try:
+            return self.save(answer)[-1].notification.id
+        except _CONFLICT_OR_STORE_ERRORS as error:
+            if self._has_own_events(answer.id, 0, command_id):
+                return self._max_position()
+            if isinstance(error, IntegrityError):
+                self._raise_if_answered(request)  # a concurrent attempt answered first
+                raise ConflictError(f"request {answer.id} is already answered") from None
+            raise StoreUnavailableError(str(error)) from error
 
     def _raise_if_answered(self, request: IdempotentRequest | None) -> None:
         if request is not None and (answer := self.find_answer(request.answer_id)) is not None:
