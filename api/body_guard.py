@@ -39,7 +39,10 @@ def _reject_constant(name: str) -> Any:
     raise BodyRefused(400, "Malformed JSON", f"{name} is not a JSON number")
 
 
-def _walk(value: Any, loc: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+Loc = tuple[str | int, ...]
+
+
+def _walk(value: Any, loc: Loc = ()) -> Iterator[tuple[Loc, Any]]:
     """Every value with its location, iteratively (no recursion on hostile depth)."""
     stack = [(loc, value)]
     while stack:
@@ -87,7 +90,9 @@ def check_json(body: bytes) -> None:
 
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 class BodyGuard:
@@ -122,7 +127,7 @@ class BodyGuard:
     async def _read(self, headers: dict[str, str], receive: Receive) -> bytes:
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise BodyRefused(413, "Body too large", f"bodies are limited to {self.max_body_bytes} bytes")
+            raise self._too_large()
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -132,27 +137,30 @@ class BodyGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                raise BodyRefused(
-                    413, "Body too large", f"bodies are limited to {self.max_body_bytes} bytes"
-                )
+                raise self._too_large()
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+    def _too_large(self) -> BodyRefused:
+        limit = self.max_body_bytes
+        return BodyRefused(413, "Body too large", f"bodies are limited to {limit} bytes")
 
     def _check(self, scope: Scope, headers: dict[str, str], body: bytes) -> None:
         content_type = headers.get("content-type", "")
         if scope["path"].endswith(self.text_paths_suffix):
             media = content_type.split(";", 1)[0].strip().lower()
             if media != "text/plain":
-                raise BodyRefused(415, "Unsupported media type", "log chunks are text/plain; charset=utf-8")
+                raise BodyRefused(
+                    415, "Unsupported media type", "log chunks are text/plain; charset=utf-8"
+                )
             return
         if not body:
             return
         if not _is_json(content_type):
-            raise BodyRefused(
-                415, "Unsupported media type", f"expected application/json, got {content_type or 'none'}"
-            )
+            got = content_type or "none"
+            raise BodyRefused(415, "Unsupported media type", f"expected JSON, got {got}")
         check_json(body)
 
     @staticmethod

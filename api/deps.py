@@ -113,7 +113,9 @@ def get_principal(
     token = credentials.credentials
     admin_token = services.admin_token
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
-        return Principal(id="admin", name="platform administrator", org="*", role="admin", kind="admin")
+        return Principal(
+            id="admin", name="platform administrator", org="*", role="admin", kind="admin"
+        )
     if len(token) > 200:
         raise _unauthorized("unknown or revoked token")
     key = services.ledger.find_key(token)

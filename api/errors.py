@@ -164,6 +164,25 @@ HANDLERS: dict[type[Exception], Callable[[Request, Exception], Response]] = {
 }
 
 
+def _document_problems(app: FastAPI) -> None:
+    """Makes the OpenAPI document say what errors really are: problem documents."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            for item in build()["paths"].values():
+                for operation in item.values():
+                    for status, response in operation.get("responses", {}).items():
+                        content = response.get("content", {})
+                        if status[:1] in ("4", "5") and "application/json" in content:
+                            response["content"] = {PROBLEM_MEDIA_TYPE: content["application/json"]}
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
     for exc_class, handler in HANDLERS.items():
         app.add_exception_handler(exc_class, handler)
+    _document_problems(app)

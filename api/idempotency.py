@@ -20,9 +20,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import PrincipalDep, ServicesDep
 from api.errors import HANDLERS, PROBLEM_MEDIA_TYPE, ProblemError
-from api.presenters import present_new_key, present_task
-from domain.api_key import ApiKey
-from domain.application import key_view
+from api.presenters import present_answer
+from api.schemas import ApiKeyCreated
 from domain.errors import (
     ConflictError,
     InvalidRequestError,
@@ -35,7 +34,6 @@ from domain.idempotency import (
     IdempotentRequest,
     answer_id,
 )
-from domain.views import task_view
 
 MAX_KEY_LENGTH = 200
 
@@ -54,6 +52,7 @@ class IdempotencyKey:
     request_hash: str
 
     def request(self, status_code: int) -> IdempotentRequest:
+        """What the command records as its answer, in the same write as its changes."""
         return IdempotentRequest(self.answer_id, self.request_hash, status_code)
 
 
@@ -84,10 +83,12 @@ async def idempotency_key(
     existing = await run_in_threadpool(services.ledger.find_answer, key.answer_id)
     if existing is not None:
         if existing.request_hash != key.request_hash:
+            reused = "this key was already used for a request with another body"
             raise ProblemError(
                 422,
                 "Idempotency-Key reused",
-                "this key was already used for a request with another body",
+                reused,
+                errors=[{"loc": ["header", "Idempotency-Key"], "msg": reused}],
             )
         raise ReplayError(existing)
     with services.in_flight_lock:
@@ -113,17 +114,16 @@ def _replay(request: Request, exc: Exception) -> Response:
     """Answers a retry with what the first attempt answered."""
     assert isinstance(exc, ReplayError)
     answer = exc.answer
-    services = request.app.state.services
+    headers = {"Idempotent-Replayed": "true"}
     if answer.body is not None:  # the first attempt was refused
-        return JSONResponse(answer.body, answer.status_code, media_type=PROBLEM_MEDIA_TYPE)
-    ledger = services.ledger
-    subject = ledger.repository.get(answer.subject_id, version=answer.subject_version)
-    if isinstance(subject, ApiKey):
-        document = present_new_key(key_view(subject), None, None).model_dump(mode="json")
-    else:
-        view = task_view(subject, ledger.clock())
-        document = present_task(ledger, view).model_dump(mode="json")
-    return JSONResponse(document, answer.status_code, headers={"Idempotent-Replayed": "true"})
+        return JSONResponse(
+            answer.body, answer.status_code, headers=headers, media_type=PROBLEM_MEDIA_TYPE
+        )
+    document = present_answer(request.app.state.services.ledger, answer)
+    if answer.status_code == 201:
+        collection = "api-keys" if isinstance(document, ApiKeyCreated) else "tasks"
+        headers["Location"] = f"/v1/{collection}/{document.id}"
+    return JSONResponse(document.model_dump(mode="json"), answer.status_code, headers=headers)
 
 
 def _already_answered(request: Request, exc: Exception) -> Response:

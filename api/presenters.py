@@ -8,7 +8,10 @@ from uuid import UUID
 from api.deps import Principal
 from api.schemas import ApiKeyCreated, TaskPublic
 from api.visibility import visible_task
-from domain.application import TaskLedger
+from domain.api_key import ApiKey
+from domain.application import TaskLedger, Written, key_view
+from domain.idempotency import IdempotentAnswer
+from domain.views import task_view
 from projections.stream_positions import stream_positions
 
 
@@ -38,3 +41,29 @@ def wants_system(principal: Principal, include_system: bool) -> bool:
 
 def present_new_key(view: dict[str, Any], token: str | None, position: int | None) -> ApiKeyCreated:
     return ApiKeyCreated.model_validate({**view, "token": token, "position": position})
+
+
+def present_answer(ledger: TaskLedger, answer: IdempotentAnswer) -> TaskPublic | ApiKeyCreated:
+    """What a keyed write answered, rebuilt from its stored record, exactly, every time.
+
+    The write stored the record last, so its position is the write's position; the
+    subject is read at the version the write left it, with durations as of the
+    moment it was answered. A key's token is never stored: it cannot be shown again.
+    """
+    assert answer.subject_id is not None and answer.subject_version is not None
+    subject: Any = ledger.repository.get(answer.subject_id, version=answer.subject_version)
+    position = position_of(ledger, answer.id, 1)
+    if isinstance(subject, ApiKey):
+        return present_new_key(key_view(subject), None, position)
+    return present_task(ledger, task_view(subject, answer.answered_at), position=position)
+
+
+def present_write(ledger: TaskLedger, written: Written, answer_id: UUID | None) -> TaskPublic:
+    """A write's answer; for a keyed write, the very answer its retries will get."""
+    if answer_id is not None and written.position is not None:
+        answer = ledger.find_answer(answer_id)
+        if answer is not None and answer.body is None:
+            document = present_answer(ledger, answer)
+            assert isinstance(document, TaskPublic)
+            return document
+    return present_task(ledger, written.task, position=written.position)

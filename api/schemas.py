@@ -166,10 +166,22 @@ class TransitionsRequest(Request):
 
 
 class CancelRequest(Request):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"reason": "Deployed the wrong branch"}]}
+    )
+
     reason: Annotated[str, Field(max_length=1000)] | None = None
 
 
 class RerunRequest(Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"force": False, "author": {"id": "u-42", "name": "Alice", "kind": "user"}}
+            ]
+        }
+    )
+
     force: bool = False
     author: Author
 
@@ -287,6 +299,10 @@ class Graph(Response):
 
 
 class ApiKeyCreate(Request):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"org": "acme", "role": "writer", "name": "ci"}]}
+    )
+
     org: Annotated[str, Field(pattern=r"^(\*|[a-z0-9][a-z0-9-]{0,62})$")]
     role: Literal["reader", "writer", "auditor", "admin"]
     name: Name

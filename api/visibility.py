@@ -77,8 +77,9 @@ def visible_event(
             if not j.get("system")
         ]
     if isinstance(shown_data.get("closed_steps"), dict) and job is not None:
+        hidden = system_steps.get(job, set())
         shown_data["closed_steps"] = {
-            k: v for k, v in shown_data["closed_steps"].items() if k not in system_steps.get(job, set())
+            k: v for k, v in shown_data["closed_steps"].items() if k not in hidden
         }
     reason = shown_data.get("reason")
     if job is not None and isinstance(reason, str):

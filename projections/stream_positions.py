@@ -55,7 +55,7 @@ def _sqlite(
     recorder: SQLiteApplicationRecorder, stream_id: UUID, after: int, limit: int | None
 ) -> dict[int, int]:
     query = (
-        f"SELECT originator_version, rowid FROM {recorder.events_table_name} "  # noqa: S608
+        f"SELECT originator_version, rowid FROM {recorder.events_table_name} "
         "WHERE originator_id = ? AND originator_version > ? ORDER BY originator_version LIMIT ?"
     )
     with recorder.datastore.transaction(commit=False) as cursor:
@@ -66,7 +66,7 @@ def _sqlite(
 def _memory(
     recorder: POPOApplicationRecorder, stream_id: UUID, after: int, limit: int | None
 ) -> dict[int, int]:
-    with recorder._database_lock:  # noqa: SLF001 - the in-memory store has no query API
-        index = recorder._stored_events_index.get(str(stream_id), {})  # noqa: SLF001
+    with recorder._database_lock:
+        index = recorder._stored_events_index.get(str(stream_id), {})
         versions = sorted(v for v in index if v > after)[:limit]
         return {v: index[v] + 1 for v in versions}

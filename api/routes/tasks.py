@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Response
 from api.deps import LedgerDep, Reader, RequestIdDep, Writer
 from api.errors import ProblemError
 from api.idempotency import IdempotencyDep
-from api.presenters import present_task, wants_system
+from api.presenters import present_task, present_write, wants_system
 from api.schemas import (
     MAX_VERSION,
     CancelRequest,
@@ -26,13 +26,13 @@ from domain.work import Transition
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
-PROBLEMS = {
+PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing, unknown or revoked token"},
     403: {"model": Problem, "description": "The token's role does not allow this"},
     404: {"model": Problem, "description": "No such task in the token's org"},
     422: {"model": Problem, "description": "Invalid request; `errors` names each field"},
 }
-WRITE_PROBLEMS = {
+WRITE_PROBLEMS: dict[int | str, dict[str, Any]] = {
     **PROBLEMS,
     400: {"model": Problem, "description": "Malformed JSON or a bad Idempotency-Key"},
     409: {"model": Problem, "description": "Refused by the task's current state"},
@@ -93,7 +93,7 @@ def create_task(
             request=idempotency.request(201) if idempotency else None,
         )
     response.headers["Location"] = f"/v1/tasks/{written.task['id']}"
-    return present_task(ledger, written.task, position=written.position)
+    return present_write(ledger, written, idempotency.answer_id if idempotency else None)
 
 
 @router.post(
@@ -127,7 +127,7 @@ def report_transitions(
             org=principal.org,
             request=idempotency.request(200) if idempotency else None,
         )
-    return present_task(ledger, written.task, position=written.position)
+    return present_write(ledger, written, idempotency.answer_id if idempotency else None)
 
 
 @router.post("/{task_id}/cancel", response_model=TaskPublic, responses=WRITE_PROBLEMS)
@@ -147,7 +147,7 @@ def cancel_task(
             org=principal.org,
             request=idempotency.request(200) if idempotency else None,
         )
-    return present_task(ledger, written.task, position=written.position)
+    return present_write(ledger, written, idempotency.answer_id if idempotency else None)
 
 
 @router.post(
@@ -172,7 +172,7 @@ def rerun_task(
             request=idempotency.request(201) if idempotency else None,
         )
     response.headers["Location"] = f"/v1/tasks/{written.task['id']}"
-    return present_task(ledger, written.task, position=written.position)
+    return present_write(ledger, written, idempotency.answer_id if idempotency else None)
 
 
 @router.get("/{task_id}", response_model=TaskPublic, responses=PROBLEMS)

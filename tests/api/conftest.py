@@ -6,6 +6,10 @@ two of org `evil` (`intruder_writer`, `intruder_admin`) and the platform
 administrator's token (`platform`). Every response the client receives is checked
 after the test: no 5xx, ever, and every error is a problem document.
 
+The projection runners are off unless a test asks for them
+(`make_api(run_projections=True)`): these tests read tasks from the store itself,
+and idle runners in every test app cost a third of the run time.
+
 `live_servers` starts real uvicorn servers in-process, on free loopback ports, for
 what the TestClient cannot show (true concurrency, chunked uploads on a socket).
 """
@@ -208,25 +212,24 @@ def deploy_task() -> dict[str, Any]:
     }
 
 
-def issue_tokens(post: Callable[..., httpx.Response]) -> dict[str, str]:
+def issue_tokens(ledger: TaskLedger) -> dict[str, str]:
+    """Every role's token; issued straight through the ledger (issuing by HTTP has tests)."""
     tokens = {"platform": ADMIN_TOKEN}
     for org, roles in (("acme", ROLES), ("evil", ("writer", "admin"))):
         for role in roles:
-            response = post(
-                "/v1/api-keys",
-                json={"org": org, "role": role, "name": f"{org}-{role}"},
-                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-            )
-            assert response.status_code == 201, response.text
-            name = role if org == "acme" else f"intruder_{role}"
-            tokens[name] = response.json()["token"]
+            _, token, _ = ledger.issue_key(org=org, role=role, name=f"{org}-{role}")
+            assert token is not None
+            tokens[role if org == "acme" else f"intruder_{role}"] = token
     return tokens
 
 
 def check_responses(responses: list[httpx.Response]) -> None:
     """No server error ever; every error answer is a problem document."""
-    server_errors = [(r.request.method, str(r.request.url), r.status_code, r.text[:300])
-                     for r in responses if r.status_code >= 500]
+    server_errors = [
+        (r.request.method, str(r.request.url), r.status_code, r.text[:300])
+        for r in responses
+        if r.status_code >= 500
+    ]
     assert not server_errors, server_errors
     for response in responses:
         if response.status_code >= 400:
@@ -234,8 +237,12 @@ def check_responses(responses: list[httpx.Response]) -> None:
 
 
 def settings_for(store_url: str, tmp_path: Any, **settings: Any) -> Settings:
+    """The service's settings over `store_url`; projections off unless asked for."""
     return Settings(
-        database_url=store_url, admin_token=ADMIN_TOKEN, var_dir=tmp_path / "var", **settings
+        database_url=store_url,
+        admin_token=ADMIN_TOKEN,
+        var_dir=tmp_path / "var",
+        **{"run_projections": False, **settings},
     )
 
 
@@ -251,7 +258,7 @@ def make_api(store_url: str, tmp_path) -> Iterator[Callable[..., Api]]:  # type:
         client.__enter__()
         api = Api(client, {})
         client.event_hooks["response"].append(api.responses.append)
-        api.tokens = issue_tokens(client.post)
+        api.tokens = issue_tokens(api.ledger)
         apis.append(api)
         return api
 
@@ -282,9 +289,7 @@ def start_server(settings: Settings) -> LiveServer:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings), log_level="warning", lifespan="on", backlog=2048
-    )
+    config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on", backlog=2048)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -292,7 +297,13 @@ def start_server(settings: Settings) -> LiveServer:
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.01)
-    return LiveServer(f"http://127.0.0.1:{port}", server, thread)
+    url = f"http://127.0.0.1:{port}"
+    # Apps in one process share the module-level routers, and FastAPI builds each route
+    # lazily on its first match: two apps doing so at once race on shared FieldInfo
+    # objects (pydantic then warns). Separate processes never share them; warm each
+    # server up in turn (an unknown path is matched against every route).
+    assert httpx.get(f"{url}/v1/warm-up", timeout=20).status_code == 404
+    return LiveServer(url, server, thread)
 
 
 @pytest.fixture

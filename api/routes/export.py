@@ -1,0 +1,73 @@
+"""Export: every event of an org as NDJSON, streamed (auditors and admins).
+
+Read from the org event index, a page at a time, so an export of millions of events
+runs in constant memory. Silent tasks and system work are included: an export is
+the audit record. Without `until`, an export ends at the position the index had
+reached when it began (sent as `X-Export-Until`), so it is a consistent cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import Auditor
+from api.projection_reads import READ_PROBLEMS, EventFeedAt
+from projections.event_feed import OrgEventView
+
+router = APIRouter(prefix="/v1/export", tags=["export"])
+
+EXPORT_PAGE = 1000
+
+
+async def ndjson(view: OrgEventView, org: str, after: int, until: int) -> AsyncIterator[str]:
+    while True:
+        rows = await run_in_threadpool(
+            view.events, org, after=after, until=until, limit=EXPORT_PAGE, include_system=True
+        )
+        if rows:
+            yield "".join(f"{row.entry}\n" for row in rows)
+            after = rows[-1].position
+        if len(rows) < EXPORT_PAGE:
+            return
+
+
+@router.get(
+    "",
+    response_class=StreamingResponse,
+    responses={
+        **READ_PROBLEMS,
+        200: {
+            "content": {"application/x-ndjson": {}},
+            "description": "One event (a feed entry) per line, in global order.",
+        },
+    },
+)
+async def export(
+    principal: Auditor,
+    view: EventFeedAt,
+    org: Annotated[
+        str | None, Query(description="The org to export (platform tokens only, required there).")
+    ] = None,
+    after: Annotated[int, Query(ge=0, description="Only events after this position.")] = 0,
+    until: Annotated[
+        int | None, Query(ge=0, description="Only events up to this position (inclusive).")
+    ] = None,
+) -> StreamingResponse:
+    """Every event of the org (silent tasks and system work included), as NDJSON."""
+    scope = principal.org_for_lists(org)
+    if until is None:
+        until = await run_in_threadpool(view.progress.refresh)
+    filename = f"tasktrail-{scope}-{after}-{until}.ndjson"
+    return StreamingResponse(
+        ndjson(view, scope, after, until),
+        media_type="application/x-ndjson",
+        headers={
+            "X-Export-Until": str(until),
+            "Content-Disposition": f'attachment; filename="{filename}"',
+        },
+    )
