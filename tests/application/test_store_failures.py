@@ -337,8 +337,13 @@ def test_closing_the_ledger_releases_its_connections(pg_url: str) -> None:
 
     ledger.close()
 
-    with psycopg.connect(config.conninfo()) as admin:
-        still_there = admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (list(pids),)
-        ).fetchone()
+    # A backend leaves pg_stat_activity a moment after its client hangs up: poll briefly.
+    with psycopg.connect(config.conninfo(), autocommit=True) as admin:
+        for _ in range(50):
+            still_there = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (list(pids),)
+            ).fetchone()
+            if still_there == (0,):
+                break
+            time.sleep(0.05)
     assert still_there == (0,)
