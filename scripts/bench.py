@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,7 +83,7 @@ def server(database_url: str, var_dir: str):  # type: ignore[no-untyped-def]
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def _load(base: str, token: str, seconds: float, make_request: Any) -> dict[str, Any]:
@@ -119,7 +118,9 @@ async def _load(base: str, token: str, seconds: float, make_request: Any) -> dic
     }
 
 
-def run_load(base: str, token: str, seconds: float, kind: str, context: dict[str, Any]) -> dict[str, Any]:
+def run_load(
+    base: str, token: str, seconds: float, kind: str, context: dict[str, Any]
+) -> dict[str, Any]:
     """Runs one load pattern in a separate process (the load generator is not the server)."""
     spec = json.dumps({"base": base, "token": token, "seconds": seconds, "kind": kind, **context})
     output = subprocess.run(
@@ -224,5 +225,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    statistics  # noqa: B018 - keep the import for ad-hoc analysis
     main()
