@@ -9,7 +9,17 @@ from fastapi import FastAPI
 
 from api import errors, idempotency
 from api.body_guard import BodyGuard
-from api.routes import api_keys, events, export, graph, health, task_list, tasks, timeline
+from api.routes import (
+    api_keys,
+    events,
+    export,
+    graph,
+    health,
+    logs,
+    task_list,
+    tasks,
+    timeline,
+)
 from api.services import Services
 from api.settings import Settings
 
@@ -49,7 +59,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     errors.install(app)
     idempotency.install(app)
-    for module in (health, tasks, timeline, graph, api_keys, task_list, events, export):
+    for module in (health, tasks, timeline, graph, api_keys, task_list, events, export, logs):
         app.include_router(module.router)
     app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
     return app

@@ -49,8 +49,9 @@ def status(args: argparse.Namespace) -> int:
 class ProgressBar:
     """A one-line progress bar on stderr: share of positions done, and events per second."""
 
-    def __init__(self, name: str, head: int, out: TextIO = sys.stderr, width: int = 30):
-        self.name, self.head, self.out, self.width = name, max(head, 1), out, width
+    def __init__(self, name: str, head: int, out: TextIO | None = None, width: int = 30):
+        self.name, self.head, self.width = name, max(head, 1), width
+        self.out = out or sys.stderr
         self.events = 0
         self.started = time.perf_counter()
         self._drawn = 0.0

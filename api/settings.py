@@ -33,3 +33,19 @@ class Settings(BaseSettings):
     sse_heartbeat_seconds: float = Field(
         default=15.0, gt=0, description="Idle time after which an event stream sends a comment."
     )
+    log_max_bytes_per_step: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="The most log text kept per step (bytes); what an append brings past "
+        "it is refused and recorded as refused (`LogTruncated`), never dropped silently.",
+    )
+    log_poll_seconds: float = Field(
+        default=0.1, gt=0, le=5, description="How often a live log stream looks for new chunks."
+    )
+    log_follow_grace_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="How long a live log stream still waits for late chunks once its step "
+        "is terminal, before it ends.",
+    )

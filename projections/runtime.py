@@ -70,13 +70,17 @@ class Projections:
         self._tmpdir: Path | None = None
         self._factories: list[Any] = []
         self.projections: dict[str, BatchedProjection[Any]] = {}
-        for name, (projection_class, pg_view, sqlite_view) in CATALOGUE.items():
-            view_class = pg_view if store.backend == "postgres" else sqlite_view
-            view = self._build_view(name, view_class)
-            view.upstream = app.name
-            self.projections[name] = projection_class(view=view)
         self.runners: dict[str, BatchRunner] = {}
         self._lock = threading.Lock()
+        try:
+            for name, (projection_class, pg_view, sqlite_view) in CATALOGUE.items():
+                view_class = pg_view if store.backend == "postgres" else sqlite_view
+                view = self._build_view(name, view_class)
+                view.upstream = app.name
+                self.projections[name] = projection_class(view=view)
+        except BaseException:
+            self.close()
+            raise
 
     # ---------------------------------------------------------------- views
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import Tracking, WaitInterruptedError
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
 
@@ -168,6 +168,27 @@ class TrackedView(ABC):
     def position(self) -> int:
         """The last position this view processed (0 before the first)."""
         return self.progress.refresh()
+
+    def wait(
+        self,
+        application_name: str,
+        notification_id: int | None,
+        timeout: float = 1.0,
+        interrupt: threading.Event | None = None,
+    ) -> None:
+        """The library's `wait`, without its 100 ms polling floor (see `Progress`)."""
+        if application_name != self.upstream:
+            super().wait(application_name, notification_id, timeout, interrupt)  # type: ignore[misc]
+            return
+        deadline = time.monotonic() + timeout
+        while notification_id is not None:
+            remaining = deadline - time.monotonic()
+            if self.progress.wait_for(notification_id, max(0.0, min(remaining, 0.05))):
+                return
+            if interrupt is not None and interrupt.is_set():
+                raise WaitInterruptedError
+            if remaining <= 0:
+                raise TimeoutError(f"view has not processed position {notification_id} yet")
 
     def reset(self) -> None:
         """Empties the view and its tracking: the start of a rebuild."""

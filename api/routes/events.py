@@ -27,6 +27,7 @@ from api.presenters import wants_system
 from api.projection_reads import READ_PROBLEMS, EventFeedAt, IncludeSystem
 from api.visibility import visible_event
 from projections.event_feed import FeedRow, OrgEventView
+from projections.sql import dumps
 
 router = APIRouter(prefix="/v1/events", tags=["event feed"])
 
@@ -46,7 +47,7 @@ def entry_text(row: FeedRow, include_system: bool) -> str | None:
     if include_system or row.shape is None:
         return row.entry
     visible = visible_event(json.loads(row.entry), row.shape, False)
-    return None if visible is None else json.dumps(visible, separators=(",", ":"))
+    return None if visible is None else dumps(visible)
 
 
 def _entries(rows: list[FeedRow], include_system: bool) -> list[dict[str, Any]]:

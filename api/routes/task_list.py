@@ -70,7 +70,9 @@ def list_tasks(
     view: TaskListAt,
     org: Org = None,
     project: Text = None,
-    status: Annotated[list[Status] | None, Query(description="Repeatable.")] = None,
+    status: Annotated[
+        list[Status] | None, Query(max_length=len(Status), description="Repeatable.")
+    ] = None,
     type: Text = None,
     kind: Literal["immediate", "executable"] | None = None,
     author_id: Text = None,

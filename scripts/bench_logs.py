@@ -1,0 +1,261 @@
+"""Benchmarks step logs on PostgreSQL against a real `tasktrail serve` process.
+
+    .venv/bin/python scripts/bench_logs.py [--url postgresql://...] [--chunks 3000]
+                                           [--download-mib 200] [--workers 1] [--keep]
+
+1. Creates a fresh schema and starts `tasktrail serve` on a free loopback port over it
+   (its own process, so its memory can be watched from /proc).
+2. Append throughput with 4 KiB chunks: one client appending in turn to one step
+   over HTTP (keep-alive), eight clients each on a step of its own, and the
+   application alone (in this process, no HTTP). Prints chunks/s and MiB/s.
+3. Download: fills one step's log with `--download-mib` MiB (1 MiB chunks through
+   HTTP; and a second log of 4 KiB chunks written through the domain in big
+   transactions, for speed), then downloads each with `?format=text` while sampling
+   the server's resident memory every 5 ms. Prints the server's RSS before, its peak
+   during the download, and the download's rate.
+
+Not part of the test suite. The schema is dropped at the end unless `--keep`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import psycopg
+from psycopg import sql
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from domain.log_application import StepLogs
+from domain.logs import LoggedStep, StepLog
+from domain.storage import StoreConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN = "tt_admin_bench-logs"
+MIB = 1024 * 1024
+
+
+def chunk_of(size: int) -> str:
+    """`size` bytes of log-like text (multi-byte characters included), exactly."""
+    line = "2026-11-28T12:00:00Z step output: compiling module ça/好 🚀 done\n"
+    text = (line * (size // len(line.encode()) + 1)).encode()[:size].decode("utf-8", "ignore")
+    return text + "." * (size - len(text.encode()))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Server:
+    def __init__(self, url: str, var_dir: Path, workers: int = 1):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "TASKTRAIL_DATABASE_URL": url,
+            "TASKTRAIL_ADMIN_TOKEN": ADMIN,
+            "TASKTRAIL_VAR_DIR": str(var_dir),
+            "TASKTRAIL_LOG_LEVEL": "warning",
+            "TASKTRAIL_LOG_MAX_BYTES_PER_STEP": str(2 * 1024 * MIB),
+        }
+        tasktrail = ROOT / ".venv" / "bin" / "tasktrail"
+        self.process = subprocess.Popen(
+            [str(tasktrail), "serve", "--port", str(self.port), "--workers", str(workers)],
+            env=env,
+            cwd=str(var_dir),
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise SystemExit("tasktrail serve did not start")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=20)
+
+
+def plan(steps: int) -> list[dict[str, Any]]:
+    return [
+        {"key": f"j{n}", "name": f"Job {n}", "steps": [{"key": "run", "name": "Run"}]}
+        for n in range(steps)
+    ]
+
+
+def running_task(client: httpx.Client, steps: int) -> str:
+    author = {"id": "u-1", "name": "Bench", "kind": "user"}
+    body = {"org": "bench", "type": "app.deploy", "title": "bench logs", "kind": "executable",
+            "author": author, "jobs": plan(steps)}  # fmt: skip
+    response = client.post("/v1/tasks", json=body)
+    assert response.status_code == 201, response.text
+    task_id = str(response.json()["id"])
+    starts = [{"job": f"j{n}", "step": "run", "status": "in_progress"} for n in range(steps)]
+    response = client.post(f"/v1/tasks/{task_id}/transitions", json={"transitions": starts})
+    assert response.status_code == 200, response.text
+    return task_id
+
+
+def append_over_http(base: str, task_id: str, job: str, text: str, count: int) -> None:
+    headers = {"Authorization": f"Bearer {ADMIN}", "Content-Type": "text/plain; charset=utf-8"}
+    payload = text.encode()
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+        path = f"/v1/tasks/{task_id}/jobs/{job}/steps/run/logs"
+        for _ in range(count):
+            response = client.post(path, content=payload)
+            assert response.status_code == 201, response.text
+
+
+def report(label: str, chunks: int, size: int, seconds: float) -> None:
+    rate = chunks / seconds
+    print(
+        f"  {label:<44} {rate:8.0f} chunks/s  {rate * size / MIB:7.2f} MiB/s"
+        f"  ({chunks} x {size} B in {seconds:.1f} s)"
+    )
+
+
+def bench_appends(server: Server, url: str, chunks: int) -> None:
+    print("append throughput, 4 KiB chunks (PostgreSQL):")
+    text = chunk_of(4096)
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    with httpx.Client(base_url=server.base, headers=headers, timeout=30) as client:
+        task_id = running_task(client, 8)
+    started = time.perf_counter()
+    append_over_http(server.base, task_id, "j0", text, chunks)
+    report("HTTP, 1 client, one step", chunks, 4096, time.perf_counter() - started)
+    per_client = chunks // 8
+    threads = [
+        threading.Thread(
+            target=append_over_http, args=(server.base, task_id, f"j{n}", text, per_client)
+        )
+        for n in range(8)
+    ]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    report("HTTP, 8 clients, a step each", per_client * 8, 4096, time.perf_counter() - started)
+    with StepLogs(StoreConfig.from_url(url).env("logs"), max_bytes_per_step=2**40) as logs:
+        target = LoggedStep(uuid4(), "j0", "run", "in_progress", True)
+        started = time.perf_counter()
+        for _ in range(chunks):
+            logs.append(target, text)
+        report("application alone (no HTTP), one step", chunks, 4096, time.perf_counter() - started)
+
+
+def fill_through_domain(url: str, task_id: str, job: str, size: int, total: int) -> None:
+    """Writes `total` bytes of `size`-byte chunks in big transactions (the rules still apply)."""
+    text = chunk_of(size)
+    with StepLogs(StoreConfig.from_url(url).env("logs"), max_bytes_per_step=2**40) as logs:
+        target = LoggedStep(UUID(task_id), job, "run", "in_progress", True)
+        remaining = total // size
+        while remaining:
+            batch = min(remaining, 2000)
+            log = StepLog.following(target, logs._last_event(target.stream_id))
+            for _ in range(batch):
+                log.append(text, cap_bytes=logs.max_bytes_per_step, now=logs.clock())
+            logs.save(*log.collect_events())
+            remaining -= batch
+
+
+def download(server: Server, task_id: str, job: str, label: str) -> None:
+    pid = server.process.pid
+    before = rss_kib(pid)
+    peak = before
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, rss_kib(pid))
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    received = 0
+    started = time.perf_counter()
+    url = f"{server.base}/v1/tasks/{task_id}/jobs/{job}/steps/run/logs?format=text"
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    with httpx.stream("GET", url, headers=headers, timeout=120) as response:
+        assert response.status_code == 200, response.read()
+        expected = int(response.headers["content-length"])
+        for part in response.iter_raw(256 * 1024):
+            received += len(part)
+    seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    assert received == expected, (received, expected)
+    mib = received / MIB
+    print(
+        f"  {label:<34} {mib:6.0f} MiB in {seconds:5.1f} s ({mib / seconds:5.0f} MiB/s);"
+        f" server RSS {before / 1024:.0f} MiB before, peak {peak / 1024:.0f} MiB during"
+        f" (+{(peak - before) / 1024:.0f} MiB)"
+    )
+
+
+def bench_download(server: Server, url: str, mib: int) -> None:
+    print(f"download of a {mib} MiB log with ?format=text (server process memory):")
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    with httpx.Client(base_url=server.base, headers=headers, timeout=30) as client:
+        task_id = running_task(client, 2)
+    append_over_http(server.base, task_id, "j0", chunk_of(MIB), mib)
+    download(server, task_id, "j0", "1 MiB chunks (appended over HTTP)")
+    fill_through_domain(url, task_id, "j1", 4096, mib * MIB)
+    download(server, task_id, "j1", "4 KiB chunks")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--chunks", type=int, default=3000)
+    parser.add_argument("--download-mib", type=int, default=200)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="server processes (RSS is the first one's)"
+    )
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    schema = f"bench_logs_{uuid4().hex[:8]}"
+    conninfo = StoreConfig.from_url(args.url).conninfo()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    separator = "&" if "?" in args.url else "?"
+    url = f"{args.url}{separator}schema={schema}"
+    print(f"schema {schema}")
+    server = Server(url, Path(tempfile.mkdtemp(prefix="bench-logs-")), args.workers)
+    try:
+        bench_appends(server, url, args.chunks)
+        bench_download(server, url, args.download_mib)
+    finally:
+        server.stop()
+        if not args.keep:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+if __name__ == "__main__":
+    main()
