@@ -30,7 +30,8 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, Transcoder
+from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Transcoder
+from eventsourcing.postgres import PostgresFactory
 
 from domain.application import (
     Clock,
@@ -41,6 +42,7 @@ from domain.application import (
 )
 from domain.context import command_scope
 from domain.idempotency import IdempotentAnswer, IdempotentRequest
+from domain.log_storage import unpipelined_recorder
 from domain.logs import (
     LogChunkAppended,
     LogEvent,
@@ -55,10 +57,10 @@ from domain.transcodings import EscapingJSONTranscoder
 
 DEFAULT_MAX_BYTES_PER_STEP = 64 * 1024 * 1024
 # Reads fetch about this many bytes of log at a time, and never more than
-# MAX_READ_BATCH events (at most 64 MiB with 1 MiB chunks).
-READ_BUDGET_BYTES = 4 * 1024 * 1024
+# MAX_READ_BATCH events (at most 64 MiB, were every chunk 1 MiB but the first ones).
+READ_BUDGET_BYTES = 1024 * 1024
 MAX_READ_BATCH = 64
-FIRST_READ_BATCH = 8
+FIRST_READ_BATCH = 4
 # Heads (totals) of the logs this process appended to last, kept to skip a read.
 HEAD_CACHE_SIZE = 10_000
 
@@ -156,6 +158,12 @@ class StepLogs(Application[UUID]):
             if (factory := getattr(self, "factory", None)) is not None:
                 factory.close()
             raise StoreUnavailableError(f"the event store cannot be reached: {error}") from error
+
+    def construct_recorder(self) -> ApplicationRecorder:
+        """On PostgreSQL, a recorder that never hangs on a large write (`domain.log_storage`)."""
+        if isinstance(self.factory, PostgresFactory):
+            return unpipelined_recorder(self.factory)
+        return super().construct_recorder()
 
     def construct_transcoder(self) -> Transcoder:
         """The ledger's transcoder: actors are caller-supplied mappings here too."""
@@ -267,9 +275,10 @@ class StepLogs(Application[UUID]):
         """
         totals = self.totals(task_id, job, step)
         stream_id = log_stream_id(task_id, job, step)
+        average = totals.bytes // totals.chunks if totals.chunks else None
 
         def chunks() -> Iterator[str]:
-            for event in self._events(stream_id, after=after, upto=totals.seq):
+            for event in self._events(stream_id, after=after, upto=totals.seq, average=average):
                 if isinstance(event, LogChunkAppended):
                     yield event.text
 
@@ -317,25 +326,37 @@ class StepLogs(Application[UUID]):
         return last
 
     def _events(
-        self, stream_id: UUID, *, after: int, upto: int | None = None
+        self,
+        stream_id: UUID,
+        *,
+        after: int,
+        upto: int | None = None,
+        average: int | None = None,
     ) -> Iterator[LogEvent]:
         """The stream's events after `after`, fetched a bounded batch at a time.
 
-        No connection is held between batches: a slow reader of a huge log holds
-        about READ_BUDGET_BYTES of it, never the store.
+        Each batch is sized from the chunks' average size (given, or seen so far) to
+        hold about READ_BUDGET_BYTES. No connection is held between batches: a slow
+        reader of a huge log holds a batch of it, never the store.
         """
-        batch = FIRST_READ_BATCH
+        batch = _batch_for(average) if average else FIRST_READ_BATCH
         while upto is None or after < upto:
             with _reading():
-                events: list[Any] = list(
-                    self.events.get(stream_id, gt=after or None, lte=upto, limit=batch)
+                # The query runs here; each event is decoded only when it is reached.
+                events: Iterator[Any] = self.events.get(
+                    stream_id, gt=after or None, lte=upto, limit=batch
                 )
-            yield from events
-            if len(events) < batch:
+            count = size = 0
+            for event in events:
+                count, size, after = (
+                    count + 1,
+                    size + getattr(event, "size", 0),
+                    event.originator_version,
+                )
+                yield event
+            if count < batch:
                 return
-            after = events[-1].originator_version
-            average = max(1, sum(getattr(e, "size", 0) for e in events) // len(events))
-            batch = max(1, min(MAX_READ_BATCH, READ_BUDGET_BYTES // average))
+            batch = _batch_for(size // count)
 
     def _has_own_events(self, stream_id: UUID, after_version: int, command_id: str) -> bool:
         """Whether this command's events were stored, after a write failed ambiguously."""
@@ -366,6 +387,10 @@ def _reading() -> Iterator[None]:
         yield
     except STORE_ERRORS as error:
         raise StoreUnavailableError(f"the event store cannot be reached: {error}") from error
+
+
+def _batch_for(average_size: int) -> int:
+    return max(1, min(MAX_READ_BATCH, READ_BUDGET_BYTES // max(1, average_size)))
 
 
 def _with_position(appended: Appended, position: int) -> Appended:

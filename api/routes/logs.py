@@ -49,10 +49,16 @@ WRITE_PROBLEMS: dict[int | str, dict[str, Any]] = {
 TEXT_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"text/plain; charset=utf-8": {"schema": {"type": "string"}}},
+        "content": {
+            "text/plain; charset=utf-8": {
+                "schema": {"type": "string"},
+                "example": "Cloning into 'shop'...\ndone.\n",
+            }
+        },
     }
 }
 UTF_8 = frozenset({"utf-8", "utf8"})
+DOWNLOAD_BLOCK_BYTES = 64 * 1024
 
 
 def _charset(content_type: str) -> str | None:
@@ -188,8 +194,17 @@ def read_log(
 
 
 def _encoded(chunks: Iterator[str]) -> Iterator[bytes]:
+    """The text as UTF-8, in blocks of about 64 KiB (each block is one hop to a thread)."""
+    block: list[bytes] = []
+    size = 0
     for chunk in chunks:
-        yield chunk.encode("utf-8")
+        block.append(chunk.encode("utf-8"))
+        size += len(block[-1])
+        if size >= DOWNLOAD_BLOCK_BYTES:
+            yield b"".join(block)
+            block, size = [], 0
+    if block:
+        yield b"".join(block)
 
 
 @router.get(

@@ -12,6 +12,7 @@ from uuid import UUID
 import httpx
 import pytest
 
+from api.log_totals import with_log_totals
 from api.services import Services
 from domain.logs import LoggedStep, StepLog
 from tests.api.conftest import (
@@ -321,9 +322,28 @@ def test_ten_thousand_chunks_leave_loading_the_task_as_it_was(api: Api) -> None:
         appended(api, task_id, f"http {n}\n")
     assert read(api, task_id).json()["log_chunks"] == 10_003
     assert task_events_loaded() == before
+
+
+def test_per_step_totals_read_one_event_per_started_step_and_never_a_log(api: Api) -> None:
+    task_id = running_task(api)
+    for text in MULTILINGUAL:
+        appended(api, task_id, text)
+    services: Services = api.client.app.state.services  # type: ignore[attr-defined]
+    view = services.ledger.get_task(UUID(task_id))
     with EventCounter(services.logs.recorder) as log_reads:
-        api.get_task(task_id, "reader")
-    assert log_reads.count <= 4  # at most the last event of each step's log, never the log
+        shown = with_log_totals(view, services.logs)
+    steps = {(j["key"], s["key"]): s for j in shown["jobs"] for s in j["steps"]}
+    clone = steps[("build", "clone")]
+    assert (clone["log_chunks"], clone["log_bytes"], clone["log_refused_bytes"]) == (
+        4,
+        sum(len(t.encode()) for t in MULTILINGUAL),
+        0,
+    )
+    assert steps[("build", "compile")]["log_chunks"] == 0
+    assert steps[("deploy", "rollout")]["log_bytes"] == 0
+    # One query per step of build (each reads at most its last event); none for the
+    # jobs that never started.
+    assert log_reads.count == 1
 
 
 # ---------------------------------------------------------------- live
@@ -472,6 +492,24 @@ def test_a_reconnect_with_last_event_id_continues_without_repeats(live: Live) ->
     assert second.ended
     assert [text for _, text in first.chunks + second.chunks] == texts
     assert [seq for seq, _ in second.chunks] == list(range(6, 13))
+
+
+def test_an_idle_stream_sends_heartbeats(live: Live) -> None:
+    task_id = live_task(live)
+    url = f"{live.url}{logs_path(task_id)}/stream"
+    with httpx.stream("GET", url, headers=live.headers("reader"), timeout=10) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for message in sse(response.iter_lines()):
+            if message.comment == "heartbeat":
+                break
+
+
+def test_a_bad_last_event_id_is_422(api: Api) -> None:
+    task_id = running_task(api)
+    response = api.call(
+        "GET", logs_path(task_id) + "/stream", "reader", headers={"Last-Event-ID": "x"}
+    )
+    assert_problem(response, 422)
 
 
 def test_a_stream_of_a_finished_step_replays_its_log_and_ends(live: Live) -> None:

@@ -89,6 +89,23 @@ def test_empty_chunks_and_nul_characters_are_refused(logs: StepLogs, text: str) 
         logs.append(running(), text)
 
 
+def test_a_chunk_whose_json_is_six_times_its_size_is_stored_without_hanging(
+    logs: StepLogs,
+) -> None:
+    # 1 MiB of control characters is 6 MiB of JSON (\u0001 each): a write that
+    # psycopg's pipeline mode never finishes sending (see domain/log_storage.py).
+    step = running()
+    text = "\x01" * (1024 * 1024)
+    done: list[Any] = []
+    writer = threading.Thread(target=lambda: done.append(logs.append(step, text)), daemon=True)
+    writer.start()
+    writer.join(timeout=60)
+    assert not writer.is_alive(), "the write hung"
+    assert done[0].size == len(text)
+    _, read_back = logs.text(step.task_id, "build", "clone")
+    assert "".join(read_back) == text
+
+
 def test_a_finished_step_still_takes_late_logs(logs: StepLogs) -> None:
     done = LoggedStep(uuid4(), "build", "clone", "done", has_run=True)
     assert logs.append(done, "flushed after the step finished\n").seq == 1
