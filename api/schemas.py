@@ -199,6 +199,14 @@ class StepPublic(Response):
     duration_seconds: float | None
     error: dict[str, Any] | None
     downgraded: bool
+    log_chunks: int | None = Field(
+        default=None,
+        description="Chunks in the step's log now (GET of the current task only; else null).",
+    )
+    log_bytes: int | None = Field(default=None, description="Bytes in the step's log now.")
+    log_refused_bytes: int | None = Field(
+        default=None, description="Bytes refused past the per-step log cap (see LogTruncated)."
+    )
 
 
 class JobPublic(Response):

@@ -11,6 +11,8 @@ from fastapi import APIRouter, Query, Response
 from api.deps import LedgerDep, Reader, RequestIdDep, Writer
 from api.errors import ProblemError
 from api.idempotency import IdempotencyDep
+from api.log_access import LogsDep
+from api.log_totals import with_log_totals
 from api.presenters import present_task, present_write, wants_system
 from api.schemas import (
     MAX_VERSION,
@@ -180,6 +182,7 @@ def get_task(
     task_id: UUID,
     principal: Reader,
     ledger: LedgerDep,
+    logs: LogsDep,
     include_system: IncludeSystem = False,
     as_of: Annotated[
         datetime | None, Query(description="The task as it was at this moment (RFC 3339).")
@@ -198,4 +201,7 @@ def get_task(
             errors=[{"loc": ["query", "as_of"], "msg": "timezone required"}],
         )
     view = ledger.get_task(task_id, org=principal.org, version=version, as_of=as_of)
+    if as_of is None and version is None:
+        # Totals are the logs' now: a past view of the task leaves them null.
+        view = with_log_totals(view, logs)
     return present_task(ledger, view, include_system=show_system)
