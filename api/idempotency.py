@@ -81,15 +81,20 @@ async def idempotency_key(
     )
     request.state.idempotency_key = key
     existing = await run_in_threadpool(services.ledger.find_answer, key.answer_id)
+    # A key that answered a log append (kept in the log store) was another request.
+    used_for_a_log = (
+        existing is None
+        and await run_in_threadpool(services.logs.find_answer, key.answer_id) is not None
+    )
+    if used_for_a_log or (existing is not None and existing.request_hash != key.request_hash):
+        reused = "this key was already used for a request with another body"
+        raise ProblemError(
+            422,
+            "Idempotency-Key reused",
+            reused,
+            errors=[{"loc": ["header", "Idempotency-Key"], "msg": reused}],
+        )
     if existing is not None:
-        if existing.request_hash != key.request_hash:
-            reused = "this key was already used for a request with another body"
-            raise ProblemError(
-                422,
-                "Idempotency-Key reused",
-                reused,
-                errors=[{"loc": ["header", "Idempotency-Key"], "msg": reused}],
-            )
         raise ReplayError(existing)
     with services.in_flight_lock:
         if key.answer_id in services.in_flight:

@@ -30,8 +30,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Transcoder
-from eventsourcing.postgres import PostgresFactory
+from eventsourcing.persistence import IntegrityError, Transcoder
 
 from domain.application import (
     Clock,
@@ -42,7 +41,6 @@ from domain.application import (
 )
 from domain.context import command_scope
 from domain.idempotency import IdempotentAnswer, IdempotentRequest
-from domain.log_storage import unpipelined_recorder
 from domain.logs import (
     LogChunkAppended,
     LogEvent,
@@ -158,12 +156,6 @@ class StepLogs(Application[UUID]):
             if (factory := getattr(self, "factory", None)) is not None:
                 factory.close()
             raise StoreUnavailableError(f"the event store cannot be reached: {error}") from error
-
-    def construct_recorder(self) -> ApplicationRecorder:
-        """On PostgreSQL, a recorder that never hangs on a large write (`domain.log_storage`)."""
-        if isinstance(self.factory, PostgresFactory):
-            return unpipelined_recorder(self.factory)
-        return super().construct_recorder()
 
     def construct_transcoder(self) -> Transcoder:
         """The ledger's transcoder: actors are caller-supplied mappings here too."""

@@ -24,6 +24,8 @@ from eventsourcing.postgres import PostgresDatastore, PostgresFactory
 from eventsourcing.utils import Environment, EnvType, get_topic
 from psycopg_pool import PoolTimeout
 
+from domain.postgres_recorder import UnpipelinedPostgresRecorder
+
 DEFAULT_CONNECT_TIMEOUT = 5
 
 
@@ -58,7 +60,10 @@ class _FailFastPostgresDatastore(PostgresDatastore):
 
 
 class PostgresStoreFactory(PostgresFactory):
-    """`eventsourcing.postgres`, failing fast when PostgreSQL cannot be reached."""
+    """`eventsourcing.postgres`, failing fast when PostgreSQL cannot be reached, and
+    writing without psycopg's pipeline (see `domain.postgres_recorder`)."""
+
+    application_recorder_class = UnpipelinedPostgresRecorder
 
     def __init__(self, env: Environment | EnvType | None):
         super().__init__(env)

@@ -93,7 +93,7 @@ def test_a_chunk_whose_json_is_six_times_its_size_is_stored_without_hanging(
     logs: StepLogs,
 ) -> None:
     # 1 MiB of control characters is 6 MiB of JSON (\u0001 each): a write that
-    # psycopg's pipeline mode never finishes sending (see domain/log_storage.py).
+    # psycopg's pipeline mode never finishes sending (see domain/postgres_recorder.py).
     step = running()
     text = "\x01" * (1024 * 1024)
     done: list[Any] = []

@@ -1,4 +1,4 @@
-"""The log store's PostgreSQL recorder: a write is sent as plain statements, never pipelined.
+"""The PostgreSQL recorder of both stores: a write is sent as plain statements, never pipelined.
 
 The library's recorder sends each write in psycopg's pipeline mode. With psycopg
 3.3.9 a pipelined write that the socket does not take in one go is never sent
@@ -6,9 +6,9 @@ whole: the pipeline stops flushing once its last command is queued, then waits f
 the server's answer, while the server waits for the rest of the query (state
 `ClientRead`). Measured on loopback: one event of 8 MiB, or 10,000 small events in
 one write, hang forever; 3 MB goes through. Over a real network the threshold is the
-socket's buffer. A log chunk is up to 1 MiB of text whose JSON can be six times that
-(control characters are escaped as `\\u00XX`), and a hung write keeps the table's
-EXCLUSIVE lock: every other append would wait behind it. Outside a pipeline,
+socket's buffer. A task's plan or a log chunk is up to 1 MiB of text whose JSON can be
+six times that (control characters are escaped as `\\u00XX`), and a hung write keeps the table's
+EXCLUSIVE lock: every other write would wait behind it. Outside a pipeline,
 psycopg flushes until everything is sent. Same statements, same lock, same order.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
+from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import retry
 
 
@@ -36,13 +36,3 @@ class UnpipelinedPostgresRecorder(PostgresApplicationRecorder):
             self._insert_stored_events(cursor, stored_events, **kwargs)
             return self._fetch_ids_after_insert_events(cursor, stored_events, **kwargs)
 
-
-def unpipelined_recorder(factory: PostgresFactory) -> UnpipelinedPostgresRecorder:
-    """What `factory.application_recorder()` builds, with the unpipelined recorder."""
-    recorder = UnpipelinedPostgresRecorder(
-        datastore=factory.datastore,
-        events_table_name=f"{factory.env.name.lower() or 'stored'}_events",
-    )
-    if factory.env_create_table():
-        recorder.create_table()
-    return recorder
