@@ -1,9 +1,9 @@
 """Per-step log totals on a task view, without reading a byte of any log's text.
 
-Each event of a log carries the log's running totals, so one indexed read of a
-step's last event answers for the whole log. Steps of a job that never started
-have no log and cost nothing. The totals are the log's now: a view of the task
-as of a past moment or version leaves them null (they are not replayed).
+Each event of a log carries the log's running totals, so the last event of each
+step's log answers for the whole log: one query reads them for every step. Steps
+of a job that never started have no log and cost nothing. The totals are the log's
+now: a view of the task as of a past moment or version leaves them null.
 """
 
 from __future__ import annotations
@@ -11,25 +11,31 @@ from __future__ import annotations
 from typing import Any
 
 from domain.log_application import StepLogs
+from domain.logs import LogTotals, log_stream_id
+from projections.log_heads import latest_events
 
 
 def with_log_totals(task: dict[str, Any], logs: StepLogs) -> dict[str, Any]:
     """The task view with `log_chunks`, `log_bytes` and `log_refused_bytes` on each step."""
+    stream_ids = {
+        (job["key"], step["key"]): log_stream_id(task["id"], job["key"], step["key"])
+        for job in task["jobs"]
+        if job["attempt"]
+        for step in job["steps"]
+    }
+    heads = latest_events(logs.recorder, list(stream_ids.values()))
     jobs = []
     for job in task["jobs"]:
         steps = []
         for step in job["steps"]:
-            if job["attempt"]:
-                totals = logs.totals(task["id"], job["key"], step["key"])
-                counts = (totals.chunks, totals.bytes, totals.refused_bytes)
-            else:
-                counts = (0, 0, 0)
+            head = heads.get(stream_ids.get((job["key"], step["key"])))  # type: ignore[arg-type]
+            totals = LogTotals.after(logs.mapper.to_domain_event(head) if head else None)  # type: ignore[arg-type]
             steps.append(
                 {
                     **step,
-                    "log_chunks": counts[0],
-                    "log_bytes": counts[1],
-                    "log_refused_bytes": counts[2],
+                    "log_chunks": totals.chunks,
+                    "log_bytes": totals.bytes,
+                    "log_refused_bytes": totals.refused_bytes,
                 }
             )
         jobs.append({**job, "steps": steps})

@@ -12,9 +12,10 @@ from uuid import UUID
 import httpx
 import pytest
 
-from api.log_totals import with_log_totals
+from api import log_totals
 from api.services import Services
 from domain.logs import LoggedStep, StepLog
+from projections.log_heads import latest_events
 from tests.api.conftest import (
     Api,
     LiveServer,
@@ -324,14 +325,23 @@ def test_ten_thousand_chunks_leave_loading_the_task_as_it_was(api: Api) -> None:
     assert task_events_loaded() == before
 
 
-def test_per_step_totals_read_one_event_per_started_step_and_never_a_log(api: Api) -> None:
+def test_per_step_totals_read_one_event_per_started_step_and_never_a_log(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
     task_id = running_task(api)
     for text in MULTILINGUAL:
         appended(api, task_id, text)
     services: Services = api.client.app.state.services  # type: ignore[attr-defined]
     view = services.ledger.get_task(UUID(task_id))
+    head_queries: list[int] = []
+
+    def counting_heads(recorder: Any, stream_ids: Any) -> Any:
+        head_queries.append(len(stream_ids))
+        return latest_events(recorder, stream_ids)
+
+    monkeypatch.setattr(log_totals, "latest_events", counting_heads)
     with EventCounter(services.logs.recorder) as log_reads:
-        shown = with_log_totals(view, services.logs)
+        shown = log_totals.with_log_totals(view, services.logs)
     steps = {(j["key"], s["key"]): s for j in shown["jobs"] for s in j["steps"]}
     clone = steps[("build", "clone")]
     assert (clone["log_chunks"], clone["log_bytes"], clone["log_refused_bytes"]) == (
@@ -341,9 +351,10 @@ def test_per_step_totals_read_one_event_per_started_step_and_never_a_log(api: Ap
     )
     assert steps[("build", "compile")]["log_chunks"] == 0
     assert steps[("deploy", "rollout")]["log_bytes"] == 0
-    # One query per step of build (each reads at most its last event); none for the
-    # jobs that never started.
-    assert log_reads.count == 1
+    # One query for the heads of build's two step logs; no log is replayed, and the
+    # jobs that never started cost nothing.
+    assert head_queries == [2]
+    assert log_reads.count == 0
 
 
 # ---------------------------------------------------------------- live
