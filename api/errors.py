@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from domain.application import (
+from domain.application_errors import (
     ApiKeyNotFoundError,
     ContentionError,
     StoreUnavailableError,

@@ -7,19 +7,23 @@ the store (see `domain.idempotency`), so this holds across processes and restart
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Annotated
-from uuid import UUID
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import PrincipalDep, ServicesDep
-from api.errors import HANDLERS, PROBLEM_MEDIA_TYPE, ProblemError
+from api.errors import HANDLERS, PROBLEM_MEDIA_TYPE
+from api.idempotency_key import (
+    IdempotencyKey,
+    ReplayError,
+    held_in_flight,
+    key_reused,
+    read_key,
+)
 from api.presenters import present_answer
 from api.schemas import ApiKeyCreated
 from domain.errors import (
@@ -28,57 +32,25 @@ from domain.errors import (
     TransitionRefusedError,
     UnknownTargetError,
 )
-from domain.idempotency import (
-    AlreadyAnsweredError,
-    IdempotentAnswer,
-    IdempotentRequest,
-    answer_id,
-)
-
-MAX_KEY_LENGTH = 200
+from domain.idempotency import AlreadyAnsweredError
 
 
-class ReplayError(Exception):
-    """Raised to answer a retried request with the answer its first attempt got."""
-
-    def __init__(self, answer: IdempotentAnswer):
-        self.answer = answer
-        super().__init__("replay")
-
-
-@dataclass(frozen=True)
-class IdempotencyKey:
-    answer_id: UUID
-    request_hash: str
-
-    def request(self, status_code: int) -> IdempotentRequest:
-        """What the command records as its answer, in the same write as its changes."""
-        return IdempotentRequest(self.answer_id, self.request_hash, status_code)
-
-
-def _request_hash(request: Request, body: bytes) -> str:
+def _canonical_body(body: bytes) -> bytes:
+    """The JSON body with keys sorted and no spacing: the same document, the same hash."""
     try:
         canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"))
     except ValueError:
         canonical = body.decode("utf-8", "replace")
-    material = f"{request.method}\n{request.url.path}\n{canonical}"
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+    return canonical.encode("utf-8")
 
 
 async def idempotency_key(
     request: Request, principal: PrincipalDep, services: ServicesDep
 ) -> AsyncIterator[IdempotencyKey | None]:
-    raw = request.headers.get("idempotency-key")
-    if raw is None:
+    key = await read_key(request, principal, _canonical_body)
+    if key is None:
         yield None
         return
-    if not raw.strip() or len(raw) > MAX_KEY_LENGTH:
-        raise ProblemError(
-            400, "Bad Idempotency-Key", f"the key must be 1 to {MAX_KEY_LENGTH} characters"
-        )
-    key = IdempotencyKey(
-        answer_id(principal.org, principal.id, raw), _request_hash(request, await request.body())
-    )
     request.state.idempotency_key = key
     existing = await run_in_threadpool(services.ledger.find_answer, key.answer_id)
     # A key that answered a log append (kept in the log store) was another request.
@@ -87,29 +59,11 @@ async def idempotency_key(
         and await run_in_threadpool(services.logs.find_answer, key.answer_id) is not None
     )
     if used_for_a_log or (existing is not None and existing.request_hash != key.request_hash):
-        reused = "this key was already used for a request with another body"
-        raise ProblemError(
-            422,
-            "Idempotency-Key reused",
-            reused,
-            errors=[{"loc": ["header", "Idempotency-Key"], "msg": reused}],
-        )
+        raise key_reused()
     if existing is not None:
         raise ReplayError(existing)
-    with services.in_flight_lock:
-        if key.answer_id in services.in_flight:
-            raise ProblemError(
-                409,
-                "Request in flight",
-                "a request with this Idempotency-Key is still being processed",
-                headers={"Retry-After": "1"},
-            )
-        services.in_flight.add(key.answer_id)
-    try:
+    with held_in_flight(services, key):
         yield key
-    finally:
-        with services.in_flight_lock:
-            services.in_flight.discard(key.answer_id)
 
 
 IdempotencyDep = Annotated[IdempotencyKey | None, Depends(idempotency_key)]

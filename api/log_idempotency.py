@@ -15,7 +15,6 @@ spacing are two different chunks.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -23,68 +22,38 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import PrincipalDep, ServicesDep
-from api.errors import ProblemError
-from api.idempotency import MAX_KEY_LENGTH, IdempotencyKey, ReplayError
-from domain.idempotency import IdempotentAnswer, answer_id
-
-
-def _request_hash(request: Request, body: bytes) -> str:
-    digest = hashlib.sha256(f"{request.method}\n{request.url.path}\n".encode())
-    digest.update(body)
-    return digest.hexdigest()
-
-
-def _reused() -> ProblemError:
-    reused = "this key was already used for a request with another body"
-    return ProblemError(
-        422,
-        "Idempotency-Key reused",
-        reused,
-        errors=[{"loc": ["header", "Idempotency-Key"], "msg": reused}],
-    )
+from api.idempotency_key import (
+    IdempotencyKey,
+    ReplayError,
+    held_in_flight,
+    key_reused,
+    read_key,
+)
+from domain.idempotency import IdempotentAnswer
 
 
 def _check(existing: IdempotentAnswer | None, key: IdempotencyKey) -> None:
     if existing is not None and existing.request_hash != key.request_hash:
-        raise _reused()
+        raise key_reused()
 
 
 async def log_idempotency_key(
     request: Request, principal: PrincipalDep, services: ServicesDep
 ) -> AsyncIterator[IdempotencyKey | None]:
-    raw = request.headers.get("idempotency-key")
-    if raw is None:
+    key = await read_key(request, principal)
+    if key is None:
         yield None
         return
-    if not raw.strip() or len(raw) > MAX_KEY_LENGTH:
-        raise ProblemError(
-            400, "Bad Idempotency-Key", f"the key must be 1 to {MAX_KEY_LENGTH} characters"
-        )
-    key = IdempotencyKey(
-        answer_id(principal.org, principal.id, raw), _request_hash(request, await request.body())
-    )
     refused = await run_in_threadpool(services.ledger.find_answer, key.answer_id)
     _check(refused, key)
     if refused is not None:
         raise ReplayError(refused)  # a refusal (or a task write's answer, by its hash)
     # A stored append is replayed by `StepLogs.append` itself, which also settles races.
     _check(await run_in_threadpool(services.logs.find_answer, key.answer_id), key)
-    with services.in_flight_lock:
-        if key.answer_id in services.in_flight:
-            raise ProblemError(
-                409,
-                "Request in flight",
-                "a request with this Idempotency-Key is still being processed",
-                headers={"Retry-After": "1"},
-            )
-        services.in_flight.add(key.answer_id)
-    # The installed refusal handlers remember a keyed refusal in the ledger.
-    request.state.idempotency_key = key
-    try:
+    with held_in_flight(services, key):
+        # The installed refusal handlers remember a keyed refusal in the ledger.
+        request.state.idempotency_key = key
         yield key
-    finally:
-        with services.in_flight_lock:
-            services.in_flight.discard(key.answer_id)
 
 
 LogIdempotencyDep = Annotated[IdempotencyKey | None, Depends(log_idempotency_key)]

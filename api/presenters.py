@@ -9,9 +9,9 @@ from api.deps import Principal
 from api.schemas import ApiKeyCreated, TaskPublic
 from api.visibility import visible_task
 from domain.api_key import ApiKey
-from domain.application import TaskLedger, Written, key_view
+from domain.application import TaskLedger, Written
 from domain.idempotency import IdempotentAnswer
-from domain.views import task_view
+from domain.views import key_view, task_view
 from projections.stream_positions import stream_positions
 
 

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import field
 from datetime import datetime
-from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.context import current_actor, current_command_id, current_request_id
 from domain.errors import ConflictError
+from domain.stamped import StampedEvent
 
 ROLES = ("reader", "writer", "auditor", "admin")
 PLATFORM_SCOPE = "*"
@@ -36,13 +34,16 @@ def key_id_for_token(token: str) -> UUID:
     return uuid5(_KEY_NAMESPACE, hash_token(token))
 
 
+def can_see(scope: str | None, org: str) -> bool:
+    """Whether a caller scoped to `scope` (None or `*`: every org) may see `org`'s streams."""
+    return scope in (None, PLATFORM_SCOPE) or org == scope
+
+
 class ApiKey(Aggregate):
     """A bearer token's grant: an org (or `*`) and a role, until revoked."""
 
-    class Event(Aggregate.Event):
-        actor: dict[str, Any] = field(default_factory=current_actor, init=False)
-        command_id: str = field(default_factory=current_command_id, init=False)
-        request_id: str | None = field(default_factory=current_request_id, init=False)
+    class Event(StampedEvent, Aggregate.Event):
+        pass
 
     class Created(Event, Aggregate.Created):
         pass

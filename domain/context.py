@@ -1,7 +1,8 @@
 """Who is acting, and as part of which command: set once per request, read by every event.
 
-The API sets these for each request; every event stamps them (see `domain.task.Task.Event`),
-so an event always records its actor without every command passing it along.
+The API sets these for each request; every event stamps them (see
+`domain.stamped.StampedEvent`), so an event always records its actor without every
+command passing it along.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Domain errors: a rule of the task model refused a command.
 
-Application lookups and infrastructure errors live in `domain.application`.
+Application lookups and infrastructure errors live in `domain.application_errors`.
 """
 
 from __future__ import annotations

@@ -7,14 +7,14 @@ attempt stored nothing either). Records are never deleted: kept well over 24 h.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain.context import current_actor, current_command_id, current_request_id
+from domain.stamped import StampedEvent
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://tasktrail.dev/idempotency-keys")
 
@@ -36,10 +36,8 @@ class IdempotentRequest:
 class IdempotentAnswer(Aggregate):
     """What tasktrail answered the first time a keyed request arrived."""
 
-    class Event(Aggregate.Event):
-        actor: dict[str, Any] = field(default_factory=current_actor, init=False)
-        command_id: str = field(default_factory=current_command_id, init=False)
-        request_id: str | None = field(default_factory=current_request_id, init=False)
+    class Event(StampedEvent, Aggregate.Event):
+        pass
 
     class Created(Event, Aggregate.Created):
         pass

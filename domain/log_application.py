@@ -5,12 +5,13 @@ own: megabytes of logs never slow down loading a task, its projections or the fe
 It knows nothing of tasks beyond what the caller passes in (`LoggedStep`): the API
 reads the step from the task ledger, strongly consistently, and hands over its facts.
 
-Appends follow the ledger's way of writing: read the log's last event (never the
-whole stream; not even that when this process wrote it last), decide, save with
-optimistic concurrency, retry a lost race after a back-off (re-reading the store),
-and recognise our own commit after a lost acknowledgement by the command id every
-event carries. A keyed request's answer is saved in the same write as its
-chunk, in this store: a retry finds the answer and stores nothing twice.
+Appends write the ledger's way (`domain.resilient_writes`): read the log's last
+event (never the whole stream; not even that when this process wrote it last),
+decide, save with optimistic concurrency, retry a lost race after a back-off
+(re-reading the store), and recognise our own commit after a lost acknowledgement
+by the command id every event carries. A keyed request's answer is saved in the
+same write as its chunk, in this store: a retry finds the answer and stores nothing
+twice.
 
 Reads page through the store a bounded number of events at a time, so a whole log
 can be streamed out in constant memory however large it is.
@@ -18,10 +19,7 @@ can be streamed out in constant memory however large it is.
 
 from __future__ import annotations
 
-import contextlib
-import random
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,18 +27,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, Transcoder
-
-from domain.application import (
-    Clock,
-    ContentionError,
-    StoreUnavailableError,
-    WriteOutcomeUnknownError,
-    utc_now,
-)
+from domain.application_errors import ContentionError
 from domain.context import command_scope
-from domain.idempotency import IdempotentAnswer, IdempotentRequest
+from domain.idempotency import IdempotentRequest
 from domain.logs import (
     LogChunkAppended,
     LogEvent,
@@ -50,8 +39,7 @@ from domain.logs import (
     StepLog,
     log_stream_id,
 )
-from domain.storage import STORE_ERRORS
-from domain.transcodings import EscapingJSONTranscoder
+from domain.resilient_writes import Clock, ResilientApplication, reading, utc_now
 
 DEFAULT_MAX_BYTES_PER_STEP = 64 * 1024 * 1024
 # Reads fetch about this many bytes of log at a time, and never more than
@@ -130,13 +118,10 @@ class HeadCache:
             self._heads.pop(stream_id, None)
 
 
-class StepLogs(Application[UUID]):
+class StepLogs(ResilientApplication):
     """Every step's log, one stream per step, in a store of their own."""
 
     name = "StepLogs"
-    max_attempts = 60
-    backoff_base = 0.01
-    backoff_cap = 0.2
 
     def __init__(
         self,
@@ -145,23 +130,9 @@ class StepLogs(Application[UUID]):
         clock: Clock = utc_now,
         max_bytes_per_step: int = DEFAULT_MAX_BYTES_PER_STEP,
     ) -> None:
-        self.clock = clock
         self.max_bytes_per_step = max_bytes_per_step
-        self.conflicts_retried = 0
-        self._conflicts_lock = threading.Lock()
         self._heads = HeadCache(HEAD_CACHE_SIZE)
-        try:
-            super().__init__(env)
-        except STORE_ERRORS as error:
-            if (factory := getattr(self, "factory", None)) is not None:
-                factory.close()
-            raise StoreUnavailableError(f"the event store cannot be reached: {error}") from error
-
-    def construct_transcoder(self) -> Transcoder:
-        """The ledger's transcoder: actors are caller-supplied mappings here too."""
-        transcoder = EscapingJSONTranscoder()
-        self.register_transcodings(transcoder)
-        return transcoder
+        super().__init__(env, clock)
 
     # ------------------------------------------------------------------ commands
 
@@ -184,36 +155,22 @@ class StepLogs(Application[UUID]):
                 loaded = (log.version, log.bytes, log.refused_bytes)
                 log.append(text, cap_bytes=self.max_bytes_per_step, now=self.clock())
                 events = log.collect_events()
-                answer = None
-                if request is not None:
-                    answer = IdempotentAnswer.record(
-                        request, now=self.clock(), subject_id=log.id, subject_version=log.version
-                    )
+                answer = self._answer(request, log)
                 stored = Appended(
                     seq=log.version,
                     size=log.bytes - loaded[1],
                     refused_bytes=log.refused_bytes - loaded[2],
                     position=None,
                 )
-                try:
-                    recordings = self.save(*events, answer)
-                except IntegrityError:
-                    self._heads.pop(log.id)
-                    if self._has_own_events(log.id, loaded[0], command_id):
-                        # Our commit, its acknowledgement lost (the store's maximum
-                        # position is an upper bound of its own).
-                        return _with_position(stored, self._max_position())
+                # The head is unknown until the store acknowledges this write.
+                self._heads.pop(log.id)
+                saved = self._save_as_command(log.id, loaded[0], command_id, *events, answer)
+                if saved is None:
                     self._back_off(attempt)  # another append (or this key) won: reload
                     continue
-                except STORE_ERRORS as error:
-                    self._heads.pop(log.id)
-                    if self._has_own_events(log.id, loaded[0], command_id):
-                        # The recording (so the exact position) was lost with the
-                        # acknowledgement: the store's maximum is an upper bound.
-                        return _with_position(stored, self._max_position())
-                    raise StoreUnavailableError(str(error)) from error
-                self._heads.put(log.id, log.totals)
-                return _with_position(stored, recordings[-1].notification.id)
+                if saved.acknowledged:
+                    self._heads.put(log.id, log.totals)
+                return _with_position(stored, saved.position)
         raise ContentionError(
             f"the log of step {target.step} of job {target.job} kept changing; try again"
         )
@@ -281,7 +238,7 @@ class StepLogs(Application[UUID]):
         answer = self.find_answer(request.answer_id)
         if answer is None or answer.subject_id is None or answer.subject_version is None:
             return None
-        with _reading():
+        with reading():
             recorded: Any = next(iter(self.events.get(answer.id, limit=1)))
             seq = answer.subject_version
             # An append stores one or two events (a chunk, a truncation mark), in one write.
@@ -297,15 +254,6 @@ class StepLogs(Application[UUID]):
             replayed=True,
         )
 
-    def find_answer(self, answer_id: UUID) -> IdempotentAnswer | None:
-        """The stored answer to a keyed append, if it was answered."""
-        try:
-            with _reading():
-                answer: Any = self.repository.get(answer_id)
-        except AggregateNotFoundError:
-            return None
-        return answer if isinstance(answer, IdempotentAnswer) else None
-
     # ------------------------------------------------------------------ plumbing
 
     def _totals(self, stream_id: UUID) -> LogTotals:
@@ -313,7 +261,7 @@ class StepLogs(Application[UUID]):
         return LogTotals.after(self._last_event(stream_id))
 
     def _last_event(self, stream_id: UUID) -> LogEvent | None:
-        with _reading():
+        with reading():
             last: Any = next(iter(self.events.get(stream_id, desc=True, limit=1)), None)
         return last
 
@@ -333,7 +281,7 @@ class StepLogs(Application[UUID]):
         """
         batch = _batch_for(average) if average else FIRST_READ_BATCH
         while upto is None or after < upto:
-            with _reading():
+            with reading():
                 # The query runs here; each event is decoded only when it is reached.
                 events: Iterator[Any] = self.events.get(
                     stream_id, gt=after or None, lte=upto, limit=batch
@@ -349,36 +297,6 @@ class StepLogs(Application[UUID]):
             if count < batch:
                 return
             batch = _batch_for(size // count)
-
-    def _has_own_events(self, stream_id: UUID, after_version: int, command_id: str) -> bool:
-        """Whether this command's events were stored, after a write failed ambiguously."""
-        try:
-            events = self.events.get(stream_id, gt=after_version or None)
-            return any(getattr(e, "command_id", None) == command_id for e in events)
-        except STORE_ERRORS as error:
-            raise WriteOutcomeUnknownError(
-                f"the store failed during a write to log {stream_id} and cannot tell "
-                f"whether it was stored: {error}"
-            ) from error
-
-    def _back_off(self, attempt: int) -> None:
-        with self._conflicts_lock:
-            self.conflicts_retried += 1
-        ceiling = min(self.backoff_cap, self.backoff_base * 2**attempt)
-        time.sleep(random.uniform(0, ceiling))
-
-    def _max_position(self) -> int:
-        with _reading():
-            return self.recorder.max_notification_id() or 0
-
-
-@contextlib.contextmanager
-def _reading() -> Iterator[None]:
-    """Reports a store that cannot be reached during a read as StoreUnavailableError."""
-    try:
-        yield
-    except STORE_ERRORS as error:
-        raise StoreUnavailableError(f"the event store cannot be reached: {error}") from error
 
 
 def _batch_for(average_size: int) -> int:

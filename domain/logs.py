@@ -11,15 +11,13 @@ Over the per-step cap nothing is dropped silently: the part that fits is kept an
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid5
 
-from eventsourcing.domain import DomainEvent
-
-from domain.context import current_actor, current_command_id, current_request_id
 from domain.errors import ConflictError, FieldProblem, InvalidRequestError
+from domain.stamped import StampedEvent
 
 
 def log_stream_id(task_id: UUID, job: str, step: str) -> UUID:
@@ -28,7 +26,7 @@ def log_stream_id(task_id: UUID, job: str, step: str) -> UUID:
     return uuid5(task_id, f"{job}/{step}")
 
 
-class LogEvent(DomainEvent):
+class LogEvent(StampedEvent):
     """An event of a step's log: who caused it, which step, and the totals after it."""
 
     task_id: UUID
@@ -40,9 +38,6 @@ class LogEvent(DomainEvent):
     total_bytes: int
     refused_bytes: int
     occurred_at: datetime
-    actor: dict[str, Any] = field(default_factory=current_actor, init=False)
-    command_id: str = field(default_factory=current_command_id, init=False)
-    request_id: str | None = field(default_factory=current_request_id, init=False)
 
 
 class LogChunkAppended(LogEvent):

@@ -8,14 +8,12 @@ year's events never re-runs today's checks.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import field
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.context import current_actor, current_command_id, current_request_id
 from domain.errors import (
     ConflictError,
     InvalidRequestError,
@@ -24,6 +22,7 @@ from domain.errors import (
     UnknownTargetError,
 )
 from domain.plan import JobPlan, validate_plan
+from domain.stamped import StampedEvent
 from domain.status import (
     JOB_TRANSITIONS,
     RERUNNABLE,
@@ -44,10 +43,8 @@ SYSTEM_FAILURE_MESSAGE = "The task failed for an internal reason; please contact
 class Task(Aggregate):
     """A recorded operation of the platform, immediate or executable."""
 
-    class Event(Aggregate.Event):
-        actor: dict[str, Any] = field(default_factory=current_actor, init=False)
-        command_id: str = field(default_factory=current_command_id, init=False)
-        request_id: str | None = field(default_factory=current_request_id, init=False)
+    class Event(StampedEvent, Aggregate.Event):
+        pass
 
     class Created(Event, Aggregate.Created):
         pass

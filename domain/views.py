@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from domain.api_key import ApiKey
 from domain.task import Task
 from domain.work import Job, Step
 
@@ -113,4 +114,15 @@ def event_view(domain_event: Any) -> dict[str, Any]:
         "actor": state.get("actor"),
         "request_id": state.get("request_id"),
         "data": {k: v for k, v in state.items() if k not in _ENVELOPE},
+    }
+
+
+def key_view(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "org": key.org,
+        "role": key.role,
+        "name": key.name,
+        "created_at": key.created_at,
+        "revoked_at": key.revoked_at,
     }

@@ -9,7 +9,8 @@ from uuid import uuid4
 import pytest
 
 from domain.api_key import hash_token
-from domain.application import ApiKeyNotFoundError, TaskLedger
+from domain.application import TaskLedger
+from domain.application_errors import ApiKeyNotFoundError
 from domain.context import acting_as, command_scope
 from domain.errors import ConflictError
 

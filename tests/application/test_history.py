@@ -10,7 +10,8 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.application import project_aggregate
 
-from domain.application import TaskLedger, TaskNotFoundError
+from domain.application import TaskLedger
+from domain.application_errors import TaskNotFoundError
 from domain.context import acting_as
 from domain.errors import InvalidRequestError
 from domain.status import Status

@@ -7,7 +7,8 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from domain.application import TaskLedger, TaskNotFoundError
+from domain.application import TaskLedger
+from domain.application_errors import TaskNotFoundError
 from domain.context import acting_as
 from domain.errors import ConflictError
 from domain.status import Status

@@ -20,12 +20,11 @@ import pytest
 from eventsourcing.persistence import OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 
-from domain.application import (
+from domain.application import TaskLedger, Written
+from domain.application_errors import (
     StoreUnavailableError,
-    TaskLedger,
     TaskNotFoundError,
     WriteOutcomeUnknownError,
-    Written,
 )
 from domain.storage import StoreConfig
 

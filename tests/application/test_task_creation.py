@@ -6,7 +6,8 @@ from uuid import uuid4
 
 import pytest
 
-from domain.application import TaskLedger, TaskNotFoundError
+from domain.application import TaskLedger
+from domain.application_errors import TaskNotFoundError
 from domain.errors import ConflictError, InvalidRequestError, TransitionRefusedError
 
 from .support import (

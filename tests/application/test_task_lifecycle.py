@@ -7,7 +7,8 @@ from uuid import uuid4
 
 import pytest
 
-from domain.application import TaskLedger, VersionMismatchError
+from domain.application import TaskLedger
+from domain.application_errors import VersionMismatchError
 from domain.context import acting_as
 from domain.errors import ConflictError, TransitionRefusedError
 from domain.idempotency import AlreadyAnsweredError, IdempotentRequest
