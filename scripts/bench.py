@@ -86,13 +86,15 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def _load(base: str, token: str, seconds: float, make_request: Any) -> dict[str, Any]:
-    """CLIENTS concurrent loops for `seconds`; each calls make_request(client, n)."""
+async def _load(
+    base: str, token: str, seconds: float, make_request: Any, clients: int = CLIENTS
+) -> dict[str, Any]:
+    """`clients` concurrent loops for `seconds`; each calls make_request(client, n)."""
     latencies: list[float] = []
     errors = 0
     deadline = time.monotonic() + seconds
     headers = {"Authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=CLIENTS)
+    limits = httpx.Limits(max_connections=clients)
     async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits) as client:
 
         async def loop(worker: int) -> None:
@@ -107,7 +109,7 @@ async def _load(base: str, token: str, seconds: float, make_request: Any) -> dic
                 n += 1
 
         started = time.monotonic()
-        await asyncio.gather(*(loop(w) for w in range(CLIENTS)))
+        await asyncio.gather(*(loop(w) for w in range(clients)))
         elapsed = time.monotonic() - started
     return {
         "requests": len(latencies),
@@ -149,7 +151,8 @@ def load_main(spec: dict[str, Any]) -> None:
         )
 
     make = {"healthz": healthz, "get_task": get_task, "transition": transition}[kind]
-    result = asyncio.run(_load(spec["base"], spec["token"], spec["seconds"], make))
+    clients = spec.get("clients", CLIENTS)
+    result = asyncio.run(_load(spec["base"], spec["token"], spec["seconds"], make, clients))
     print(json.dumps(result))
 
 
@@ -192,10 +195,13 @@ def bench(kind: str, seconds: float) -> list[dict[str, Any]]:
         health = run_load(base, token, seconds, "healthz", {})
         reads = run_load(base, token, seconds, "get_task", {"task_id": tasks[-1]})
         writes = run_load(base, token, seconds, "transition", {"tasks": tasks[:CLIENTS]})
+        alone = run_load(base, token, seconds, "get_task", {"task_id": tasks[-1], "clients": 1})
         rows.append({"store": kind, "figure": "GET /healthz (baseline)", **health})
         rows.append({"store": kind, "figure": f"GET /v1/tasks/{{id}} ({version} events)", **reads,
                      "ratio": reads["rps"] / health["rps"]})
         rows.append({"store": kind, "figure": "POST /transitions (1 transition)", **writes})
+        rows.append({"store": kind, "figure": f"GET /v1/tasks/{{id}} ({version} events), 1 client",
+                     **alone})
     return rows
 
 
