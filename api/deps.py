@@ -54,8 +54,9 @@ class Principal:
                 403, "Forbidden", f"the {self.role} role may not {capability.replace('_', ' ')}"
             )
 
-    def org_for_lists(self, requested: str | None) -> str:
-        """The org a list, feed or export reads: the token's own, or `?org=` for `*` tokens."""
+    def org_for(self, requested: str | None, where: str = "query") -> str:
+        """The org a call acts on: the token's own, or the one a `*` token names
+        (`?org=` for lists, feeds and exports; `org` in the body of a new task)."""
         if not self.is_platform:
             if requested not in (None, self.org):
                 raise ProblemError(403, "Forbidden", f"this token is scoped to org {self.org}")
@@ -65,7 +66,7 @@ class Principal:
                 422,
                 "Invalid request",
                 "a platform token must name the org",
-                errors=[{"loc": ["query", "org"], "msg": "Field required"}],
+                errors=[{"loc": [where, "org"], "msg": "Field required"}],
             )
         return requested
 

@@ -48,7 +48,7 @@ def list_keys(
 ) -> ApiKeyList:
     """The keys of an org (or every key, for a platform admin without `org`)."""
     if not principal.is_platform:
-        org = principal.org_for_lists(org)
+        org = principal.org_for(org)
     items = ledger.list_keys(org=org)
     return ApiKeyList(items=[ApiKeyPublic.model_validate(k) for k in items])
 

@@ -71,7 +71,7 @@ def list_events(
     """The org's events in global order, after a position; page on with `next_after`."""
     show_system = wants_system(principal, include_system)
     rows = view.events(
-        principal.org_for_lists(org),
+        principal.org_for(org),
         after=after,
         limit=limit,
         task_id=task_id,
@@ -160,7 +160,7 @@ async def stream_events(
         after = max(after, int(last_event_id))
     messages = follow(
         view,
-        principal.org_for_lists(org),
+        principal.org_for(org),
         after=after,
         task_id=task_id,
         type=type,

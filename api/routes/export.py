@@ -59,7 +59,7 @@ async def export(
     ] = None,
 ) -> StreamingResponse:
     """Every event of the org (silent tasks and system work included), as NDJSON."""
-    scope = principal.org_for_lists(org)
+    scope = principal.org_for(org)
     if until is None:
         until = await run_in_threadpool(view.progress.refresh)
     filename = f"tasktrail-{scope}-{after}-{until}.ndjson"

@@ -97,7 +97,7 @@ def list_tasks(
     except InvalidCursorError as error:
         raise _invalid("cursor", str(error)) from None
     query = TaskQuery(
-        org=principal.org_for_lists(org),
+        org=principal.org_for(org),
         project=project,
         statuses=tuple(s.value for s in status or ()),
         type=type,

@@ -58,16 +58,7 @@ def create_task(
     response: Response,
 ) -> TaskPublic:
     """Record a new task (immediate, or executable with its jobs and steps)."""
-    org = body.org or (None if principal.is_platform else principal.org)
-    if org is None:
-        raise ProblemError(
-            422,
-            "Invalid request",
-            "a platform token must name the org",
-            errors=[{"loc": ["body", "org"], "msg": "Field required"}],
-        )
-    if not principal.is_platform and org != principal.org:
-        raise ProblemError(403, "Forbidden", f"this token is scoped to org {principal.org}")
+    org = principal.org_for(body.org, where="body")
     jobs = [
         JobPlan(
             key=j.key,
