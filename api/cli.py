@@ -1,15 +1,22 @@
-"""The `tasktrail` command line: serve the API; see and rebuild the read models."""
+"""The `tasktrail` command line: serve the API; run the background work; the read models."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import signal
 import sys
+import threading
 
 import uvicorn
 
 from api import projections_cli
 from api.admin_token import ensure_admin_token, token_path
 from api.settings import Settings
+from domain.application import TaskLedger
+from domain.storage import StoreConfig
+from projections.runtime import Projections
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -33,6 +40,36 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker(args: argparse.Namespace) -> int:
+    """Runs the projection runners and the timeout enforcer, no HTTP, until SIGTERM/SIGINT."""
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    stop = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stop.set())
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    store = StoreConfig.from_url(settings.database_url)
+    ledger = TaskLedger(store.env("tasks"))
+    try:
+        projections = Projections(store, ledger, batch_size=settings.projection_batch_size)
+        try:
+            projections.start()
+            print(f"tasktrail worker: running (pid {os.getpid()})", flush=True)
+            while not stop.wait(0.2):
+                pass
+            print("tasktrail worker: stopping", flush=True)
+        finally:
+            projections.close()
+    finally:
+        ledger.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tasktrail", description="tasktrail audit service")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--port", type=int, default=8000)
     serve_parser.add_argument("--workers", type=int, default=1)
     serve_parser.set_defaults(handler=serve)
+    commands.add_parser(
+        "worker", help="run the projection runners and the timeout enforcer (no HTTP)"
+    ).set_defaults(handler=worker)
     projections_cli.register(commands)
     args = parser.parse_args(argv)
     return int(args.handler(args))

@@ -99,7 +99,7 @@ class FileLockCoordinator(Coordinator):
 class PostgresCoordinator(Coordinator):
     """Election by advisory lock; wake-ups by LISTEN/NOTIFY with a polling fallback."""
 
-    def __init__(self, conninfo: str, key: int, channel: str, poll_interval: float = 0.1):
+    def __init__(self, conninfo: str, key: int, channel: str | None, poll_interval: float = 0.1):
         self.conninfo = conninfo
         self.key = key
         self.channel = channel
@@ -111,7 +111,8 @@ class PostgresCoordinator(Coordinator):
         if self._conn is None or self._conn.closed:
             self._leader = False
             conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            if self.channel is not None:  # None: wake-ups by the polling interval alone
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             self._conn = conn
         return self._conn
 

@@ -30,16 +30,20 @@ from projections.coordination import (
     PostgresCoordinator,
     advisory_key,
 )
+from projections.deadlines import DeadlineProjection, DeadlineView
+from projections.deadlines_sql import PostgresDeadlines, SQLiteDeadlines
 from projections.event_feed import EventFeedProjection, OrgEventView
 from projections.event_feed_sql import PostgresEventFeed, SQLiteEventFeed
 from projections.runner import BatchCallback, BatchRunner, catch_up
 from projections.task_list import TaskListProjection, TaskListView
 from projections.task_list_sql import PostgresTaskList, SQLiteTaskList
+from projections.timeout_enforcer import ENFORCER, TimeoutEnforcer
 
 # name → (projection class, PostgreSQL view, SQLite view)
 CATALOGUE: dict[str, tuple[type[BatchedProjection[Any]], type, type]] = {
     "task_list": (TaskListProjection, PostgresTaskList, SQLiteTaskList),
     "event_feed": (EventFeedProjection, PostgresEventFeed, SQLiteEventFeed),
+    "deadlines": (DeadlineProjection, PostgresDeadlines, SQLiteDeadlines),
 }
 REBUILD_BATCH_SIZE = 2000
 
@@ -61,12 +65,23 @@ class Rebuilt:
 
 
 class Projections:
-    """Every read model of one store, and (after `start()`) their runners."""
+    """Every read model of one store, and (after `start()`) their runners and the enforcer."""
 
-    def __init__(self, store: StoreConfig, app: Any, *, batch_size: int = 500):
+    def __init__(
+        self,
+        store: StoreConfig,
+        app: Any,
+        *,
+        batch_size: int = 500,
+        enforce_timeouts: bool = True,
+        enforcer_interval: float = 0.2,
+    ):
         self.store = store
         self.app = app
         self.batch_size = batch_size
+        self.enforce_timeouts = enforce_timeouts
+        self.enforcer_interval = enforcer_interval
+        self.enforcer: TimeoutEnforcer | None = None
         self._tmpdir: Path | None = None
         self._factories: list[Any] = []
         self.projections: dict[str, BatchedProjection[Any]] = {}
@@ -109,12 +124,16 @@ class Projections:
     def event_feed(self) -> OrgEventView:
         return self.projections["event_feed"].view  # type: ignore[no-any-return]
 
-    def coordinator(self, name: str) -> Coordinator:
-        """A new election (and wake-up) for one projection of this store."""
+    @property
+    def deadlines(self) -> DeadlineView:
+        return self.projections["deadlines"].view  # type: ignore[no-any-return]
+
+    def coordinator(self, name: str, *, listen: bool = True) -> Coordinator:
+        """A new election (and, with `listen`, wake-ups on new events) for one role."""
         if self.store.backend == "postgres":
             schema = self.store.pg_schema or "public"
             key = advisory_key(self.store.pg_dbname, schema, name)
-            channel = self.app.recorder.channel_name
+            channel = self.app.recorder.channel_name if listen else None
             return PostgresCoordinator(self.store.conninfo(), key, channel)
         if self.store.backend == "sqlite":
             assert self.store.sqlite_path is not None
@@ -125,8 +144,19 @@ class Projections:
     # ---------------------------------------------------------------- runners
 
     def start(self) -> None:
-        """Runs a runner per projection in this process (each waits to be elected)."""
+        """Runs a runner per projection, and the timeout enforcer, in this process.
+
+        Each waits to be elected: one per deployment works, the others stand by.
+        """
         with self._lock:
+            if self.enforce_timeouts and self.enforcer is None:
+                self.enforcer = TimeoutEnforcer(
+                    self.app,
+                    self.deadlines,
+                    self.coordinator(ENFORCER, listen=False),
+                    interval=self.enforcer_interval,
+                )
+                self.enforcer.start()
             for name, projection in self.projections.items():
                 if name not in self.runners:
                     runner = BatchRunner(
@@ -138,6 +168,9 @@ class Projections:
     def stop(self) -> None:
         with self._lock:
             runners, self.runners = self.runners, {}
+            enforcer, self.enforcer = self.enforcer, None
+        if enforcer is not None:
+            enforcer.stop()
         for runner in runners.values():
             runner.stop()
 

@@ -3,7 +3,7 @@
     python -m tests.projections.crash_child URL MODE BATCH_SIZE PAUSE
 
 MODE `exactly-once` applies batches as production does (rows and position in one
-transaction), for both projections, pausing PAUSE seconds after each commit.
+transaction), for every projection, pausing PAUSE seconds after each commit.
 MODE `split-commit` is the deliberately broken control: the task list's rows are
 committed, then (PAUSE seconds later) its position, in a second transaction, so a
 kill in between makes the restarted runner apply the batch again.
@@ -52,7 +52,7 @@ def main(url: str, mode: str, batch_size: int, pause: float) -> int:
     store = StoreConfig.from_url(url)
     ledger = TaskLedger(store.env("tasks"))
     projections = Projections(store, ledger)
-    names = ["task_list", "event_feed"] if mode == "exactly-once" else ["task_list"]
+    names = list(projections.projections) if mode == "exactly-once" else ["task_list"]
     chosen = [projections.projections[name] for name in names]
     positions = {p.name: p.view.max_tracking_id(ledger.name) or 0 for p in chosen}
     print("ready", flush=True)
