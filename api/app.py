@@ -7,8 +7,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors, idempotency
+from api import errors, idempotency, metrics
 from api.body_guard import BodyGuard
+from api.logging_setup import RequestContext, configure_logging
 from api.routes import (
     api_keys,
     events,
@@ -36,6 +37,7 @@ RFC 9457 problem document (`application/problem+json`).
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """Builds the app; the store is opened in the lifespan, never at import time."""
     settings = settings or (services.settings if services else Settings())
+    configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,4 +64,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for module in (health, tasks, timeline, graph, api_keys, task_list, events, export, logs):
         app.include_router(module.router)
     app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
+    metrics.install(app)
+    # Outermost: every answer (a BodyGuard refusal too) is counted, logged and carries
+    # its request id.
+    app.add_middleware(RequestContext)
     return app

@@ -143,6 +143,10 @@ Admin = Annotated[Principal, Depends(_requiring("manage_keys"))]
 
 
 def request_id(request: Request) -> str | None:
+    """The request's id (`X-Request-ID`, or one made up by `RequestContext`)."""
+    made: str | None = getattr(request.state, "request_id", None)
+    if made is not None:
+        return made
     value = request.headers.get("x-request-id")
     return value[:200] if value else None
 

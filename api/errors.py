@@ -21,6 +21,7 @@ from domain.application_errors import (
     ContentionError,
     StoreUnavailableError,
     TaskNotFoundError,
+    WriteOutcomeUnknownError,
 )
 from domain.errors import (
     ConflictError,
@@ -117,6 +118,14 @@ def _unavailable(_: Request, exc: Exception) -> Response:
     if isinstance(exc, ContentionError):
         return problem(503, "Busy", str(exc), headers={"Retry-After": "1"})
     logger.warning("store unavailable: %s", exc)
+    if isinstance(exc, WriteOutcomeUnknownError):
+        return problem(
+            503,
+            "Store unavailable",
+            "the event store failed during the write and cannot tell whether it was "
+            "stored; retry with the same Idempotency-Key, or read before retrying",
+            headers={"Retry-After": "2"},
+        )
     return problem(
         503,
         "Store unavailable",

@@ -10,9 +10,10 @@ import threading
 class TcpProxy:
     """Forwards 127.0.0.1:`port` to a target until `cut()`; after that the port is closed."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, port: int = 0) -> None:
+        """`port`: listen there (a cut proxy's port, to restore it), or on a free one."""
         self.target = (target_host, target_port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = socket.create_server(("127.0.0.1", port))
         self.port: int = self.listener.getsockname()[1]
         self._sockets: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
