@@ -8,19 +8,42 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import replace
 
 import uvicorn
 
 from api import projections_cli
 from api.admin_token import ensure_admin_token, token_path
+from api.migrate import migrate
 from api.settings import Settings
 from domain.application import TaskLedger
 from domain.storage import StoreConfig
 from projections.runtime import Projections
 
 
+def migrate_command(args: argparse.Namespace) -> int:
+    """Creates every missing table of the store, once, under a lock; safe to repeat."""
+    store = StoreConfig.from_url(Settings().database_url)
+    if migrate(store):
+        print(f"tasktrail migrate: the {store.backend} store is up to date", flush=True)
+    else:
+        print("tasktrail migrate: nothing to do for memory://", flush=True)
+    return 0
+
+
+def migrate_at_start(settings: Settings) -> StoreConfig:
+    """Migrates under the lock, then has this process (and its children, through the
+    environment) open the store without DDL: processes starting together never race."""
+    store = StoreConfig.from_url(settings.database_url)
+    if migrate(store):
+        os.environ["TASKTRAIL_CREATE_TABLES"] = "false"
+        store = replace(store, create_tables=False)
+    return store
+
+
 def serve(args: argparse.Namespace) -> int:
     settings = Settings()
+    migrate_at_start(settings)
     token, generated = ensure_admin_token(settings)
     if generated:
         # Printed once, on the run that generated it; afterwards it is in var/admin-token.
@@ -51,7 +74,7 @@ def worker(args: argparse.Namespace) -> int:
         signum: signal.signal(signum, lambda *_: stop.set())
         for signum in (signal.SIGTERM, signal.SIGINT)
     }
-    store = StoreConfig.from_url(settings.database_url)
+    store = migrate_at_start(settings)
     ledger = TaskLedger(store.env("tasks"))
     try:
         projections = Projections(store, ledger, batch_size=settings.projection_batch_size)
@@ -81,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "worker", help="run the projection runners and the timeout enforcer (no HTTP)"
     ).set_defaults(handler=worker)
+    commands.add_parser(
+        "migrate", help="create the store's tables once (serve and worker also do it at start)"
+    ).set_defaults(handler=migrate_command)
     projections_cli.register(commands)
     args = parser.parse_args(argv)
     return int(args.handler(args))

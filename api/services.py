@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from uuid import UUID
 
 from api.admin_token import read_admin_token
@@ -30,7 +30,9 @@ class Services:
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
-        store = StoreConfig.from_url(settings.database_url)
+        store = replace(
+            StoreConfig.from_url(settings.database_url), create_tables=settings.create_tables
+        )
         ledger = TaskLedger(store.env("tasks"))
         try:
             logs = StepLogs(store.env("logs"), max_bytes_per_step=settings.log_max_bytes_per_step)

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
         description="Run the projection runners in this process (one process at a time "
         "works on each projection: the others stand by).",
     )
+    create_tables: bool = Field(
+        default=True,
+        description="Create missing tables when opening the store. `tasktrail serve` and "
+        "`worker` migrate once under a lock at start and then turn this off.",
+    )
     projection_batch_size: int = Field(default=500, ge=1, le=10_000)
     min_position_timeout_seconds: float = Field(
         default=5.0, ge=0, le=60, description="How long a read waits for `min_position`."

@@ -86,6 +86,10 @@ class StoreConfig:
     pg_schema: str = ""
     # Seconds to wait for a connection (from the pool, or a new one) before giving up.
     pg_connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
+    # Whether opening the store creates its missing tables (the library's CREATE_TABLE).
+    # `serve` and `worker` create them once, under a lock (`api.migrate`), and then open
+    # the store without, so processes starting together never race on DDL.
+    create_tables: bool = True
 
     @classmethod
     def from_url(cls, url: str) -> StoreConfig:
@@ -132,6 +136,7 @@ class StoreConfig:
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": str(path),
                 "SQLITE_LOCK_TIMEOUT": "10",
+                "CREATE_TABLE": "y" if self.create_tables else "n",
             }
         return {
             "PERSISTENCE_MODULE": get_topic(PostgresStoreFactory),
@@ -153,6 +158,7 @@ class StoreConfig:
             "POSTGRES_LOCK_TIMEOUT": "5",
             "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
             "POSTGRES_PRE_PING": "y",
+            "CREATE_TABLE": "y" if self.create_tables else "n",
         }
 
     def conninfo(self) -> str:

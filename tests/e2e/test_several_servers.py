@@ -1,0 +1,268 @@
+"""Several real `tasktrail serve` processes on one PostgreSQL schema.
+
+They start together on a schema with no tables (the migration runs once, under a
+lock), share the work of one task's parallel jobs, record a timeout exactly once,
+and when the process doing the background work is killed, another takes over.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from domain.storage import StoreConfig
+from projections.coordination import advisory_key
+from projections.runtime import CATALOGUE
+from projections.timeout_enforcer import ENFORCER
+from tests.conftest import admin_connect
+from tests.e2e.test_serve_postgres import ADMIN, free_port
+
+JOBS = 8
+STEPS = 3
+
+
+class Server:
+    def __init__(self, process: subprocess.Popen[bytes], base: str):
+        self.process = process
+        self.base = base
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Polls `condition`; returns the seconds it took (fails after `timeout`)."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def servers(pg_url: str, tmp_path: Path) -> Iterator[Callable[[], Server]]:
+    """Starts `tasktrail serve` processes on one schema; stops (or reaps) them afterwards."""
+    started: list[Server] = []
+    env = {
+        **os.environ,
+        "TASKTRAIL_DATABASE_URL": pg_url,
+        "TASKTRAIL_ADMIN_TOKEN": ADMIN,
+        "TASKTRAIL_VAR_DIR": str(tmp_path / "var"),
+        "TASKTRAIL_LOG_LEVEL": "warning",
+    }
+
+    def start() -> Server:
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        server = Server(process, f"http://127.0.0.1:{port}")
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        outputs = []
+        for server in started:
+            if server.process.poll() is None:
+                server.process.terminate()
+        for server in started:
+            try:
+                output, _ = server.process.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+                output, _ = server.process.communicate()
+            if server.process.returncode != -signal.SIGKILL:
+                outputs.append(output.decode())
+        for output in outputs:
+            assert "Traceback" not in output, output
+
+
+def writer_token(base: str) -> str:
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN}"}) as admin:
+        key = admin.post("/v1/api-keys", json={"org": "acme", "role": "writer", "name": "exec"})
+    assert key.status_code == 201, key.text
+    return str(key.json()["token"])
+
+
+AUTHOR = {"id": "u-42", "name": "Alice", "kind": "user"}
+
+
+def create_task(client: httpx.Client, jobs: list[dict[str, Any]], **extra: Any) -> str:
+    created = client.post(
+        "/v1/tasks",
+        json={"type": "app.deploy", "title": "Deploy", "kind": "executable",
+              "author": AUTHOR, "jobs": jobs, **extra},
+    )
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+def report(client: httpx.Client, task_id: str, **transition: Any) -> httpx.Response:
+    return client.post(f"/v1/tasks/{task_id}/transitions", json={"transitions": [transition]})
+
+
+def timeline_types(client: httpx.Client, task_id: str) -> list[str]:
+    response = client.get(f"/v1/tasks/{task_id}/timeline")
+    assert response.status_code == 200, response.text
+    return [e["type"] for e in response.json()["events"]]
+
+
+def status(client: httpx.Client, task_id: str) -> str:
+    return str(client.get(f"/v1/tasks/{task_id}").json()["status"])
+
+
+def test_four_servers_started_at_the_same_instant_on_an_empty_schema_all_become_ready(
+    servers: Callable[[], Server], pg_url: str
+) -> None:
+    schema = pg_url.rsplit("schema=", 1)[1]
+    with admin_connect() as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        ).fetchone()
+    assert row is not None and row[0] == 0
+    four = [servers() for _ in range(4)]
+    wait_until(lambda: all(s.ready() for s in four), 20, "four servers to become ready")
+    assert all(s.process.poll() is None for s in four)
+
+
+@pytest.fixture
+def two(servers: Callable[[], Server]) -> tuple[Server, Server]:
+    """Two servers, started one after the other: the first is elected for the background."""
+    first = servers()
+    wait_until(first.ready, 20, "the first server")
+    second = servers()
+    wait_until(second.ready, 20, "the second server")
+    return first, second
+
+
+def test_two_servers_share_the_parallel_jobs_of_one_task(two: tuple[Server, Server]) -> None:
+    token = writer_token(two[0].base)
+    headers = {"Authorization": f"Bearer {token}"}
+    clients = [httpx.Client(base_url=s.base, headers=headers, timeout=10) for s in two]
+    try:
+        jobs = [
+            {"key": f"j{j}", "name": f"Job {j}",
+             "steps": [{"key": f"s{s}", "name": f"Step {s}"} for s in range(STEPS)]}
+            for j in range(JOBS)
+        ]
+        task_id = create_task(clients[0], jobs)
+        errors: list[str] = []
+
+        def run_job(j: int) -> None:
+            n = 0
+            for s in range(STEPS):
+                for state in ("in_progress", "done"):
+                    client = clients[(j + n) % 2]  # alternating between the two servers
+                    n += 1
+                    response = report(client, task_id, job=f"j{j}", step=f"s{s}", status=state)
+                    if response.status_code != 200:
+                        errors.append(f"j{j} s{s} {state}: {response.status_code} {response.text}")
+
+        threads = [threading.Thread(target=run_job, args=(j,)) for j in range(JOBS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not errors, errors
+        assert status(clients[1], task_id) == "done"
+        events = clients[1].get(f"/v1/tasks/{task_id}/timeline").json()["events"]
+        assert [e["version"] for e in events] == list(range(1, len(events) + 1))
+        # Every step's two transitions, exactly once each.
+        seen = [
+            (e["data"]["job"], e["data"]["step"], e["type"])
+            for e in events
+            if e["type"] in ("StepStarted", "StepFinished")
+        ]
+        assert len(seen) == len(set(seen)) == JOBS * STEPS * 2, seen
+        assert [e["type"] for e in events].count("TaskFinished") == 1
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_a_timeout_with_both_servers_running_is_recorded_once(
+    two: tuple[Server, Server],
+) -> None:
+    token = writer_token(two[0].base)
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=two[1].base, headers=headers, timeout=10) as client:
+        jobs = [{"key": "build", "name": "Build", "steps": [{"key": "clone", "name": "Clone"}]}]
+        task_id = create_task(client, jobs, timeout_seconds=1)
+        started = report(client, task_id, job="build", step="clone", status="in_progress")
+        assert started.status_code == 200, started.text
+        wait_until(lambda: status(client, task_id) == "timed_out", 10, "the timeout")
+        # Give a racing enforcer time to record a second one, were it possible.
+        time.sleep(1.0)
+        assert timeline_types(client, task_id).count("TaskTimedOut") == 1
+        late = report(client, task_id, job="build", step="clone", status="done")
+        assert late.status_code == 409, late.text
+
+
+def background_holders(pg_url: str) -> set[int]:
+    """The backend pids holding the background roles' advisory locks (every role held)."""
+    store = StoreConfig.from_url(pg_url)
+    keys = [
+        advisory_key(store.pg_dbname, store.pg_schema, role) for role in (*CATALOGUE, ENFORCER)
+    ]
+    pairs = [((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF) for key in keys]
+    with admin_connect() as conn:
+        rows = conn.execute(
+            "SELECT classid::bigint, objid::bigint, pid FROM pg_locks "
+            "WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchall()
+    held = {(classid, objid): pid for classid, objid, pid in rows}
+    if not all(pair in held for pair in pairs):
+        return set()
+    return {held[pair] for pair in pairs}
+
+
+def test_when_the_background_process_dies_the_other_takes_over(
+    two: tuple[Server, Server], pg_url: str
+) -> None:
+    first, second = two
+    # One process holds every background role (the first, elected at its start).
+    wait_until(lambda: len(background_holders(pg_url)) > 0, 5, "the background roles")
+    before = background_holders(pg_url)
+    token = writer_token(second.base)
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=second.base, headers=headers, timeout=10) as client:
+        jobs = [{"key": "build", "name": "Build", "steps": [{"key": "clone", "name": "Clone"}]}]
+        task_id = create_task(client, jobs, timeout_seconds=2)
+        started = report(client, task_id, job="build", step="clone", status="in_progress")
+        assert started.status_code == 200, started.text
+        # The first server, started first, was elected: kill it without a chance to clean up.
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(5)
+        killed = time.monotonic()
+        took = wait_until(
+            lambda: bool(background_holders(pg_url)) and not background_holders(pg_url) & before,
+            10,
+            "the other server to take the background roles over",
+        )
+        fired = wait_until(lambda: status(client, task_id) == "timed_out", 15, "the timeout")
+        print(
+            f"take-over: roles taken {took:.2f} s after the kill; "
+            f"the pending timeout fired {took + fired:.2f} s after it"
+        )
+        assert timeline_types(client, task_id).count("TaskTimedOut") == 1
+        assert time.monotonic() - killed < 15
