@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -14,6 +13,7 @@ import uvicorn
 
 from api import projections_cli
 from api.admin_token import ensure_admin_token, token_path
+from api.logging_setup import configure_logging
 from api.migrate import migrate
 from api.settings import Settings
 from domain.application import TaskLedger
@@ -59,6 +59,11 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=settings.log_level,
+        # The app logs each request as JSON itself (api/logging_setup.py).
+        access_log=False,
+        # Open event streams would otherwise hold a SIGTERM'd server up for ever; after
+        # this grace the lifespan still stops the runners and closes the stores.
+        timeout_graceful_shutdown=10,
     )
     return 0
 
@@ -66,9 +71,7 @@ def serve(args: argparse.Namespace) -> int:
 def worker(args: argparse.Namespace) -> int:
     """Runs the projection runners and the timeout enforcer, no HTTP, until SIGTERM/SIGINT."""
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     stop = threading.Event()
     previous = {
         signum: signal.signal(signum, lambda *_: stop.set())
