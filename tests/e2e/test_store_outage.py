@@ -24,8 +24,10 @@ from tests.application.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.postgres
 
-# The most a request may take while the store is gone (the URL's connect_timeout is 1 s).
-PATIENCE = 5.0
+# The most a request may take while the store is gone (the URL's connect_timeout is 1 s;
+# measured ~2 s: the failed save, then the check for its own events). Generous, for a
+# machine busy with other tests: what it rules out is a hang.
+PATIENCE = 8.0
 
 
 def through(proxy: TcpProxy, pg_url: str) -> str:
@@ -102,6 +104,9 @@ def test_writes_answer_503_while_the_store_is_gone_and_recover_without_a_restart
         proxies.append(TcpProxy(*proxies[0].target, port=port))  # the store is back
         wait_until(lambda: timed(client, "GET", "/readyz").status_code == 200)
         created = timed(client, "POST", "/v1/tasks", json=task)
+        if created.status_code == 503:  # a pooled connection from before the cut; retry once
+            assert_unavailable(created)
+            created = timed(client, "POST", "/v1/tasks", json=task)
         assert created.status_code == 201, created.text
         task_id = created.json()["id"]
         assert timed(client, "GET", f"/v1/tasks/{task_id}").json()["status"] == "pending"
