@@ -15,7 +15,6 @@ idempotency record, say), so `min_position` of any write is reached.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,7 @@ from eventsourcing.persistence import Tracking
 
 from projections.batched import BatchedProjection
 from projections.coordination import Coordinator
-from projections.tracked_view import PositionConflict
+from projections.elected import ElectedWorker
 
 logger = logging.getLogger("tasktrail.projections")
 
@@ -80,7 +79,7 @@ def catch_up(
     return position
 
 
-class BatchRunner:
+class BatchRunner(ElectedWorker):
     """One projection's runner: a thread that follows the store while it is the leader.
 
     Errors (the database going away, a position conflict) are logged; the runner
@@ -95,58 +94,17 @@ class BatchRunner:
         *,
         batch_size: int = 500,
     ):
+        super().__init__(coordinator)
         self.app = app
         self.projection = projection
-        self.coordinator = coordinator
         self.batch_size = batch_size
-        self.errors = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @property
-    def name(self) -> str:
+    def name(self) -> str:  # type: ignore[override]
         return self.projection.name
 
-    @property
-    def is_leader(self) -> bool:
-        return self.is_running and self.coordinator.still_leader()
-
-    @property
-    def is_running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self.run, name=f"projection-{self.name}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-        self.coordinator.close()
-
-    def run(self) -> None:
-        """The thread's body: elect, follow, and start over after an error."""
-        backoff = 0.05
-        while not self._stop.is_set():
-            if not self.coordinator.acquire(self._stop):
-                break
-            try:
-                self._follow()
-                backoff = 0.05
-            except PositionConflict as conflict:
-                logger.warning("projection %s: %s; starting over", self.name, conflict)
-            except Exception:
-                self.errors += 1
-                logger.exception("projection %s failed; retrying in %.2f s", self.name, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-            finally:
-                self.coordinator.release()
+    def work_while_leader(self) -> None:
+        self._follow()
 
     def _follow(self) -> None:
         view = self.projection.view

@@ -16,7 +16,6 @@ carries on.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 from uuid import UUID
 
@@ -25,14 +24,17 @@ from domain.context import SYSTEM_ACTOR, acting_as
 from domain.errors import ConflictError
 from projections.coordination import Coordinator
 from projections.deadlines import DeadlineView
+from projections.elected import ElectedWorker
 
 logger = logging.getLogger("tasktrail.timeouts")
 
 ENFORCER = "timeout_enforcer"  # its election's name
 
 
-class TimeoutEnforcer:
+class TimeoutEnforcer(ElectedWorker):
     """Times out the tasks whose deadline passed, while elected."""
+
+    name = ENFORCER
 
     def __init__(
         self,
@@ -43,56 +45,19 @@ class TimeoutEnforcer:
         interval: float = 0.2,
         batch_size: int = 100,
     ):
+        super().__init__(coordinator)
         self.ledger = ledger
         self.deadlines = deadlines
-        self.coordinator = coordinator
         # The coordinator's wait between two looks is the enforcer's tick.
         self.coordinator.poll_interval = interval
         self.batch_size = batch_size
         self.fired = 0
-        self.errors = 0
         self._handled: set[UUID] = set()  # timed out (or found finished), still in the index
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    @property
-    def is_running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    @property
-    def is_leader(self) -> bool:
-        return self.is_running and self.coordinator.still_leader()
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name=ENFORCER, daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-        self.coordinator.close()
-
-    def run(self) -> None:
-        """The thread's body: elect, enforce every tick, and start over after an error."""
-        backoff = 0.05
-        while not self._stop.is_set():
-            if not self.coordinator.acquire(self._stop):
-                break
-            try:
-                while not self._stop.is_set() and self.coordinator.still_leader():
-                    self.enforce()
-                    self.coordinator.wait_for_events(self._stop)
-                backoff = 0.05
-            except Exception:
-                self.errors += 1
-                logger.exception("timeout enforcer failed; retrying in %.2f s", backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-            finally:
-                self.coordinator.release()
+    def work_while_leader(self) -> None:
+        while not self._stop.is_set() and self.coordinator.still_leader():
+            self.enforce()
+            self.coordinator.wait_for_events(self._stop)
 
     def enforce(self) -> int:
         """One look at the index: times out every due task; how many it timed out."""
