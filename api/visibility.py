@@ -18,6 +18,13 @@ def _system_steps(task: dict[str, Any]) -> dict[str, set[str]]:
     }
 
 
+def visible_failure(failure: Any, include_system: bool) -> Any:
+    """A task's failure as a reader sees it: for a system failure, only that it was one."""
+    if include_system or not isinstance(failure, dict) or failure.get("reason") != "system":
+        return failure
+    return {"reason": "system", "message": failure["message"]}
+
+
 def visible_task(task: dict[str, Any], include_system: bool) -> dict[str, Any]:
     """The task view as a reader sees it."""
     if include_system:
@@ -25,9 +32,7 @@ def visible_task(task: dict[str, Any], include_system: bool) -> dict[str, Any]:
     shown = copy.copy(task)
     system_jobs = {j["key"] for j in task["jobs"] if j["system"]}
     system_steps = _system_steps(task)
-    failure = task.get("failure")
-    if failure and failure.get("reason") == "system":
-        shown["failure"] = {"reason": "system", "message": failure["message"]}
+    shown["failure"] = visible_failure(task.get("failure"), include_system)
     jobs = []
     for job in task["jobs"]:
         if job["system"]:
@@ -89,8 +94,7 @@ def visible_event(
             shown_data["error"] = None
         if any(reason.startswith(f"need {j} ") for j in system_jobs):
             shown_data["reason"] = "a need could not complete"
-    failure = shown_data.get("failure")
-    if isinstance(failure, dict) and failure.get("reason") == "system":
-        shown_data["failure"] = {"reason": "system", "message": failure["message"]}
+    if "failure" in shown_data:
+        shown_data["failure"] = visible_failure(shown_data["failure"], include_system)
     shown["data"] = shown_data
     return shown

@@ -103,7 +103,6 @@ class TaskLedger(ApiKeyLedger):
         labels: dict[str, str] | None = None,
         jobs: Sequence[JobPlan] = (),
         task_id: UUID | None = None,
-        request_hash: str | None = None,
         request: IdempotentRequest | None = None,
     ) -> Written:
         """Records a new task. Its origin must be a task of the same org."""
@@ -130,7 +129,6 @@ class TaskLedger(ApiKeyLedger):
                 timeout_seconds=timeout_seconds,
                 labels=labels,
                 jobs=jobs,
-                request_hash=request_hash,
             )
             answer = self._answer(request, task)
             position = self._save_new(task, command_id, answer)

@@ -40,6 +40,11 @@ MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 SYSTEM_FAILURE_MESSAGE = "The task failed for an internal reason; please contact support."
 
 
+def deadline_of(started_at: datetime, timeout_seconds: int) -> datetime:
+    """When a task started at `started_at` times out: the one rule, for the index too."""
+    return started_at + timedelta(seconds=timeout_seconds)
+
+
 class Task(Aggregate):
     """A recorded operation of the platform, immediate or executable."""
 
@@ -71,7 +76,6 @@ class Task(Aggregate):
         jobs: Sequence[JobPlan] = (),
         rerun_of: UUID | None = None,
         forced: bool = False,
-        request_hash: str | None = None,
     ) -> Task:
         """Records a new task after checking its plan."""
         if kind == IMMEDIATE:
@@ -108,7 +112,6 @@ class Task(Aggregate):
             jobs=[j.as_dict() for j in jobs],
             rerun_of=rerun_of,
             forced=forced,
-            request_hash=request_hash,
             occurred_at=now,
         )
 
@@ -127,7 +130,6 @@ class Task(Aggregate):
         jobs: list[dict[str, Any]]
         rerun_of: UUID | None
         forced: bool
-        request_hash: str | None
         occurred_at: datetime
 
     @event(TaskCreated)
@@ -147,7 +149,6 @@ class Task(Aggregate):
         jobs: list[dict[str, Any]],
         rerun_of: UUID | None,
         forced: bool,
-        request_hash: str | None,
         occurred_at: datetime,
     ) -> None:
         self.org = org
@@ -164,7 +165,6 @@ class Task(Aggregate):
         self.jobs = [Job.from_plan(j) for j in jobs]
         self.rerun_of = rerun_of
         self.forced = forced
-        self.request_hash = request_hash
         self.reruns: list[UUID] = []
         self.created_at = occurred_at
         self.queued_at: datetime | None = None
@@ -191,7 +191,7 @@ class Task(Aggregate):
         """When the hard timeout fires: started_at + timeout_seconds, once started."""
         if self.started_at is None or self.timeout_seconds is None:
             return None
-        return self.started_at + timedelta(seconds=self.timeout_seconds)
+        return deadline_of(self.started_at, self.timeout_seconds)
 
     def find_job(self, key: str) -> Job | None:
         return next((j for j in self.jobs if j.key == key), None)

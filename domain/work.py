@@ -79,10 +79,6 @@ class Job:
     def step_index(self, key: str) -> int:
         return next(i for i, s in enumerate(self.steps) if s.key == key)
 
-    @property
-    def has_started(self) -> bool:
-        return self.attempt > 0
-
     def open_steps(self) -> list[str]:
         return [s.key for s in self.steps if not s.status.is_terminal]
 

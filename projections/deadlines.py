@@ -14,7 +14,7 @@ not yet started). `due(now)` is what the timeout enforcer asks every few hundred
 from __future__ import annotations
 
 from abc import abstractmethod
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -23,11 +23,6 @@ from eventsourcing.dispatch import singledispatchmethod
 from domain.task import Task
 from projections.batched import BatchedProjection
 from projections.tracked_view import TrackedView
-
-
-def deadline_of(started_at: datetime, timeout_seconds: int) -> datetime:
-    """When a task started at `started_at` times out (as `Task.deadline` has it)."""
-    return started_at + timedelta(seconds=timeout_seconds)
 
 
 class DeadlineWriter(Protocol):

@@ -12,8 +12,9 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
-from projections.deadlines import DeadlineView, deadline_of
-from projections.tracked_view import PostgresTrackedView, SQLiteTrackedView
+from domain.task import deadline_of
+from projections.deadlines import DeadlineView
+from projections.tracked_view import PostgresTrackedView, SQLiteTrackedView, _first
 
 TABLE_TYPES = {
     "postgres": {"uuid": "uuid", "time": "timestamptz"},
@@ -103,10 +104,6 @@ class DeadlineBatch:
 
     def flush(self) -> None:
         """Everything was written as it came."""
-
-
-def _first(row: Any) -> Any:
-    return next(iter(row.values())) if isinstance(row, dict) else row[0]
 
 
 class PostgresDeadlines(SqlDeadlines, PostgresTrackedView):

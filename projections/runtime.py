@@ -217,7 +217,7 @@ class Projections:
         runner = self.runners.get(name)
         if runner is not None:
             raise RunnerActiveError(f"{name} has a runner in this process; stop it first")
-        coordinator = self.coordinator(name)
+        coordinator = self.coordinator(name, listen=False)  # it reads, it never waits for news
         if not coordinator.acquire(threading.Event(), wait=wait):
             coordinator.close()
             raise RunnerActiveError(

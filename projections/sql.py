@@ -27,11 +27,6 @@ from psycopg import sql
 SQLITE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
-def rfc3339(moment: datetime) -> str:
-    """`2026-11-28T10:00:00.123456Z`: the contract's form of a time (as pydantic writes it)."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def dumps(value: Any) -> str:
     """Compact JSON text, with times in RFC 3339 (`...Z`) and UUIDs as text.
 

@@ -30,9 +30,12 @@ def stream_positions(
 
 
 def last_position(recorder: Any, stream_id: UUID) -> int | None:
-    """The global position of the stream's latest event."""
-    positions = stream_positions(recorder, stream_id)
-    return positions[max(positions)] if positions else None
+    """The global position of the stream's latest event (two indexed one-row reads)."""
+    latest = recorder.select_events(stream_id, desc=True, limit=1)
+    if not latest:
+        return None
+    version = latest[0].originator_version
+    return stream_positions(recorder, stream_id, after_version=version - 1, limit=1).get(version)
 
 
 def _postgres(

@@ -30,7 +30,7 @@ from eventsourcing.dispatch import singledispatchmethod
 from domain.status import Status
 from domain.task import IMMEDIATE, Task
 from domain.views import duration_seconds
-from projections.batched import BatchedProjection, EventHeader
+from projections.batched import BatchedProjection
 from projections.tracked_view import TrackedView
 
 MAX_LIMIT = 500
@@ -155,10 +155,6 @@ class TaskListProjection(BatchedProjection[TaskListView]):
     @singledispatchmethod
     def apply(self, event: Any, position: int, batch: TaskListWriter) -> None:
         """A task event that changes no summary field: the row still counts it."""
-        batch.update(event.originator_id, event.originator_version, position)
-
-    @apply.register(EventHeader)
-    def _counted(self, event: EventHeader, position: int, batch: TaskListWriter) -> None:
         batch.update(event.originator_id, event.originator_version, position)
 
     @apply.register(Task.TaskCreated)

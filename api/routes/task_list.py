@@ -13,9 +13,15 @@ from api.deps import LedgerDep, Reader, ServicesDep
 from api.errors import ProblemError
 from api.feed_schemas import CausedTasks, OriginChain, TaskPage
 from api.presenters import wants_system
-from api.projection_reads import READ_PROBLEMS, IncludeSystem, TaskListAt, not_yet_visible
+from api.projection_reads import (
+    READ_PROBLEMS,
+    IncludeSystem,
+    TaskListAt,
+    not_yet_visible,
+    wait_for_position,
+)
 from api.schemas import Problem, TaskSummary
-from api.visibility import visible_task
+from api.visibility import visible_failure
 from domain.status import Status
 from projections.stream_positions import last_position
 from projections.task_list import (
@@ -48,8 +54,8 @@ def present(rows: list[dict[str, Any]], include_system: bool) -> list[TaskSummar
     now = datetime.now(UTC)
     shown = []
     for row in rows:
-        visible = visible_task({**summary(row, now), "jobs": []}, include_system)
-        visible.pop("jobs")
+        visible = summary(row, now)
+        visible["failure"] = visible_failure(visible.get("failure"), include_system)
         shown.append(TaskSummary.model_validate(visible))
     return shown
 
@@ -127,8 +133,7 @@ def _find(
         return row
     ledger.get_task(task_id, org=org)  # not a task of this org → 404
     position = last_position(ledger.recorder, task_id) or 0
-    if not view.progress.wait_for(position, services.settings.min_position_timeout_seconds):
-        raise not_yet_visible(position)
+    wait_for_position(services, view, position)
     row = view.get(task_id, scope)
     if row is None:
         raise not_yet_visible(position)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
+from pydantic import AwareDatetime
 
 from api.deps import LedgerDep, Reader, RequestIdDep, Writer
-from api.errors import ProblemError
 from api.idempotency import IdempotencyDep
 from api.log_access import LogsDep
 from api.log_totals import with_log_totals
@@ -176,7 +175,8 @@ def get_task(
     logs: LogsDep,
     include_system: IncludeSystem = False,
     as_of: Annotated[
-        datetime | None, Query(description="The task as it was at this moment (RFC 3339).")
+        AwareDatetime | None,
+        Query(description="The task as it was at this moment (RFC 3339, with a timezone)."),
     ] = None,
     version: Annotated[
         int | None, Query(ge=1, le=MAX_VERSION, description="The task as of this version.")
@@ -184,13 +184,6 @@ def get_task(
 ) -> TaskPublic:
     """One task with its jobs and steps: now (strongly consistent), or as of a past moment."""
     show_system = wants_system(principal, include_system)
-    if as_of is not None and as_of.tzinfo is None:
-        raise ProblemError(
-            422,
-            "Invalid request",
-            "as_of needs a timezone (e.g. Z)",
-            errors=[{"loc": ["query", "as_of"], "msg": "timezone required"}],
-        )
     view = ledger.get_task(task_id, org=principal.org, version=version, as_of=as_of)
     if as_of is None and version is None:
         # Totals are the logs' now: a past view of the task leaves them null.
