@@ -19,37 +19,19 @@ from eventsourcing.persistence import JSONTranscoder
 from domain.api_key import can_see
 from domain.api_key_ledger import ApiKeyLedger
 from domain.application_errors import (
-    ApiKeyNotFoundError,
     ContentionError,
-    StoreUnavailableError,
     TaskNotFoundError,
     VersionMismatchError,
-    WriteOutcomeUnknownError,
 )
 from domain.context import command_scope
 from domain.errors import InvalidRequestError
 from domain.idempotency import IdempotentRequest
 from domain.plan import JobPlan
-from domain.resilient_writes import Clock, reading, utc_now
+from domain.resilient_writes import reading
 from domain.task import Task
 from domain.transcodings import JobAsDict, LookalikeMappingAsPairs, StepAsDict
-from domain.views import event_view, key_view, task_view
+from domain.views import event_view, task_view
 from domain.work import Transition
-
-# Re-exported: callers imported these from here before they had modules of their own.
-__all__ = [
-    "ApiKeyNotFoundError",
-    "Clock",
-    "ContentionError",
-    "StoreUnavailableError",
-    "TaskLedger",
-    "TaskNotFoundError",
-    "VersionMismatchError",
-    "WriteOutcomeUnknownError",
-    "Written",
-    "key_view",
-    "utc_now",
-]
 
 
 @dataclass(frozen=True)

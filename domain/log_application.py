@@ -146,7 +146,9 @@ class StepLogs(ResilientApplication):
         """
         with command_scope() as command_id:
             for attempt in range(self.max_attempts):
-                if request is not None and (replay := self.replay(request)) is not None:
+                # A stored answer makes the first save fail (its stream exists), so only a
+                # retry looks for it: callers have usually checked for it already.
+                if attempt > 0 and request is not None and (replay := self.replay(request)):
                     return replay
                 # The first attempt trusts the head this process last wrote; a stale one
                 # (another process appended since) only costs a conflict and a re-read.
