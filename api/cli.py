@@ -17,8 +17,8 @@ from api.logging_setup import configure_logging
 from api.migrate import migrate
 from api.settings import Settings
 from domain.application import TaskLedger
-from domain.storage import StoreConfig
 from projections.runtime import Projections
+from store.config import StoreConfig
 
 
 def migrate_command(args: argparse.Namespace) -> int:

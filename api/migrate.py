@@ -26,9 +26,9 @@ import psycopg
 
 from domain.application import TaskLedger
 from domain.log_application import StepLogs
-from domain.storage import StoreConfig
 from projections.coordination import advisory_key
 from projections.runtime import Projections
+from store.config import StoreConfig
 
 MIGRATION_LOCK = "migrate"
 # How long a process waits for another one's migration before giving up (seconds).

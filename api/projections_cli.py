@@ -10,8 +10,8 @@ from typing import Any, TextIO
 
 from api.settings import Settings
 from domain.application import TaskLedger
-from domain.storage import StoreConfig
 from projections.runtime import CATALOGUE, Projections, RunnerActiveError
+from store.config import StoreConfig
 
 
 def _open() -> tuple[TaskLedger, Projections]:

@@ -10,8 +10,8 @@ from api.admin_token import read_admin_token
 from api.settings import Settings
 from domain.application import TaskLedger
 from domain.log_application import StepLogs
-from domain.storage import StoreConfig
 from projections.runtime import Projections
+from store.config import StoreConfig
 
 
 @dataclass

@@ -13,9 +13,7 @@ INTERNAL_REASON = "internal error"
 
 
 def _system_steps(task: dict[str, Any]) -> dict[str, set[str]]:
-    return {
-        job["key"]: {s["key"] for s in job["steps"] if s["system"]} for job in task["jobs"]
-    }
+    return {job["key"]: {s["key"] for s in job["steps"] if s["system"]} for job in task["jobs"]}
 
 
 def visible_failure(failure: Any, include_system: bool) -> Any:

@@ -33,7 +33,7 @@ from domain.context import command_scope
 from domain.errors import ConflictError
 from domain.idempotency import AlreadyAnsweredError, IdempotentAnswer, IdempotentRequest
 from domain.repository import ConsistentRepository
-from domain.storage import STORE_ERRORS
+from domain.store_errors import STORE_ERRORS
 from domain.transcodings import EscapingJSONTranscoder
 
 Clock = Callable[[], datetime]

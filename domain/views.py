@@ -93,7 +93,8 @@ def task_view(task: Task, now: datetime) -> dict[str, Any]:
         "started_at": task.started_at,
         "finished_at": task.finished_at,
         "duration_seconds": (
-            None if task.kind == "immediate"
+            None
+            if task.kind == "immediate"
             else duration_seconds(task.started_at, task.finished_at, now)
         ),
         "failure": task.failure,

@@ -22,7 +22,6 @@ from typing import Any
 from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.utils import Environment
 
-from domain.storage import StoreConfig
 from projections.batched import BatchedProjection
 from projections.coordination import (
     Coordinator,
@@ -38,6 +37,7 @@ from projections.runner import BatchCallback, BatchRunner, catch_up
 from projections.task_list import TaskListProjection, TaskListView
 from projections.task_list_sql import PostgresTaskList, SQLiteTaskList
 from projections.timeout_enforcer import ENFORCER, TimeoutEnforcer
+from store.config import StoreConfig
 
 # name → (projection class, PostgreSQL view, SQLite view)
 CATALOGUE: dict[str, tuple[type[BatchedProjection[Any]], type, type]] = {

@@ -159,17 +159,28 @@ def load_main(spec: dict[str, Any]) -> None:
 def setup(base: str, steps: int, tasks: int) -> tuple[str, list[str]]:
     admin = {"Authorization": f"Bearer {ADMIN}"}
     key = httpx.post(
-        f"{base}/v1/api-keys", json={"org": "bench", "role": "writer", "name": "bench"},
+        f"{base}/v1/api-keys",
+        json={"org": "bench", "role": "writer", "name": "bench"},
         headers=admin,
     ).json()["token"]
     headers = {"Authorization": f"Bearer {key}"}
-    plan = [{"key": "work", "name": "Work", "steps": [
-        {"key": f"s{i}", "name": f"Step {i}"} for i in range(steps)]}]
+    plan = [
+        {
+            "key": "work",
+            "name": "Work",
+            "steps": [{"key": f"s{i}", "name": f"Step {i}"} for i in range(steps)],
+        }
+    ]
     ids = []
     with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
         for _ in range(tasks):
-            body = {"type": "bench.run", "title": "bench", "kind": "executable",
-                    "author": {"id": "b", "name": "Bench", "kind": "system"}, "jobs": plan}
+            body = {
+                "type": "bench.run",
+                "title": "bench",
+                "kind": "executable",
+                "author": {"id": "b", "name": "Bench", "kind": "system"},
+                "jobs": plan,
+            }
             ids.append(client.post("/v1/tasks", json=body).json()["id"])
     return key, ids
 
@@ -179,9 +190,15 @@ def grow_task(base: str, token: str, task_id: str, steps: int) -> int:
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
         for i in range(steps):
-            client.post(f"/v1/tasks/{task_id}/transitions", json={"transitions": [
-                {"job": "work", "step": f"s{i}", "status": "in_progress"},
-                {"job": "work", "step": f"s{i}", "status": "done"}]})
+            client.post(
+                f"/v1/tasks/{task_id}/transitions",
+                json={
+                    "transitions": [
+                        {"job": "work", "step": f"s{i}", "status": "in_progress"},
+                        {"job": "work", "step": f"s{i}", "status": "done"},
+                    ]
+                },
+            )
         return int(client.get(f"/v1/tasks/{task_id}").json()["version"])
 
 
@@ -197,11 +214,18 @@ def bench(kind: str, seconds: float) -> list[dict[str, Any]]:
         writes = run_load(base, token, seconds, "transition", {"tasks": tasks[:CLIENTS]})
         alone = run_load(base, token, seconds, "get_task", {"task_id": tasks[-1], "clients": 1})
         rows.append({"store": kind, "figure": "GET /healthz (baseline)", **health})
-        rows.append({"store": kind, "figure": f"GET /v1/tasks/{{id}} ({version} events)", **reads,
-                     "ratio": reads["rps"] / health["rps"]})
+        rows.append(
+            {
+                "store": kind,
+                "figure": f"GET /v1/tasks/{{id}} ({version} events)",
+                **reads,
+                "ratio": reads["rps"] / health["rps"],
+            }
+        )
         rows.append({"store": kind, "figure": "POST /transitions (1 transition)", **writes})
-        rows.append({"store": kind, "figure": f"GET /v1/tasks/{{id}} ({version} events), 1 client",
-                     **alone})
+        rows.append(
+            {"store": kind, "figure": f"GET /v1/tasks/{{id}} ({version} events), 1 client", **alone}
+        )
     return rows
 
 
@@ -224,8 +248,10 @@ def main() -> None:
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         ratio = f"{r['ratio']:.2f}" if "ratio" in r else ""
-        print(f"| {r['store']} | {r['figure']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | "
-              f"{r['p99_ms']:.1f} | {r['errors']} | {ratio} |")
+        print(
+            f"| {r['store']} | {r['figure']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} | {r['errors']} | {ratio} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -43,11 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from domain.application import TaskLedger
 from domain.plan import JobPlan, StepPlan
 from domain.status import Status
-from domain.storage import StoreConfig
 from domain.task import Task
 from domain.work import Transition
 from projections.runtime import Projections
 from projections.task_list import Cursor, TaskQuery
+from store.config import StoreConfig
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 PLAN = (

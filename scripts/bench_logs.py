@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from domain.log_application import StepLogs
 from domain.logs import LoggedStep, StepLog
-from domain.storage import StoreConfig
+from store.config import StoreConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN = "tt_admin_bench-logs"

@@ -22,7 +22,7 @@ import pytest
 from psycopg import sql
 
 from domain.application import TaskLedger
-from domain.storage import StoreConfig
+from store.config import StoreConfig
 
 POSTGRES_URL = os.environ.get(
     "TASKTRAIL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

@@ -88,9 +88,7 @@ def create_task(
     return present_write(ledger, written, idempotency.answer_id if idempotency else None)
 
 
-@router.post(
-    "/{task_id}/transitions", response_model=TaskPublic, responses=WRITE_PROBLEMS
-)
+@router.post("/{task_id}/transitions", response_model=TaskPublic, responses=WRITE_PROBLEMS)
 def report_transitions(
     task_id: UUID,
     body: TransitionsRequest,

@@ -32,9 +32,7 @@ def get_timeline(
     show_system = wants_system(principal, include_system)
     task = ledger.get_task(task_id, org=principal.org)
     events = ledger.timeline(task_id, org=principal.org, after_version=after_version, limit=limit)
-    positions = stream_positions(
-        ledger.recorder, task_id, after_version=after_version, limit=limit
-    )
+    positions = stream_positions(ledger.recorder, task_id, after_version=after_version, limit=limit)
     shown = []
     for event in events:
         visible = visible_event(event, task, show_system)

@@ -262,4 +262,3 @@ def test_an_origin_that_is_no_task_is_refused(api: Api) -> None:
     body = assert_problem(api.call("POST", "/v1/tasks", json=minimal(origin_task_id=key_id)), 422)
 
     assert ("body", "origin_task_id") in error_locs(body)
-

@@ -9,8 +9,8 @@ import pytest
 
 from api import cli
 from domain.application import TaskLedger
-from domain.storage import StoreConfig
 from projections.runtime import Projections
+from store.config import StoreConfig
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -32,7 +32,9 @@ def test_migrate_is_idempotent_and_leaves_a_store_that_opens_without_ddl(
         projections = Projections(store, ledger)
         try:
             assert {row["name"] for row in projections.status()} == {
-                "task_list", "event_feed", "deadlines"
+                "task_list",
+                "event_feed",
+                "deadlines",
             }
         finally:
             projections.close()

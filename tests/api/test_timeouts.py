@@ -15,10 +15,10 @@ from uuid import UUID
 import pytest
 
 from domain.application import TaskLedger
-from domain.storage import StoreConfig
 from projections.coordination import Coordinator
 from projections.runtime import Projections
 from projections.timeout_enforcer import TimeoutEnforcer
+from store.config import StoreConfig
 from tests.api.conftest import Api, assert_problem, step
 from tests.projections.history import History, S, create, report, t
 

@@ -30,9 +30,7 @@ def job(key: str, *steps: str, needs: Sequence[str] = (), system: bool = False) 
     )
 
 
-def create_executable(
-    ledger: TaskLedger, *jobs: JobPlan, org: str = "acme", **fields: Any
-) -> UUID:
+def create_executable(ledger: TaskLedger, *jobs: JobPlan, org: str = "acme", **fields: Any) -> UUID:
     """Records an executable task (as Alice) and returns its id."""
     with acting_as(ALICE):
         written = ledger.create_task(
@@ -115,6 +113,5 @@ def event_types(ledger: TaskLedger, task_id: UUID) -> list[str]:
 def statuses(view: dict[str, Any]) -> dict[str, Any]:
     """Job and step statuses of a task view, as {job: (status, {step: status})}."""
     return {
-        j["key"]: (j["status"], {s["key"]: s["status"] for s in j["steps"]})
-        for j in view["jobs"]
+        j["key"]: (j["status"], {s["key"]: s["status"] for s in j["steps"]}) for j in view["jobs"]
     }

@@ -16,7 +16,7 @@ from uuid import UUID
 import pytest
 
 from domain.application import TaskLedger
-from domain.storage import StoreConfig
+from store.config import StoreConfig
 
 from .support import (
     as_executor,

@@ -86,9 +86,7 @@ def test_task_is_read_as_of_a_moment(ledger: TaskLedger) -> None:
     running = by_version[len(timeline)] - timedelta(microseconds=1)
     then = ledger.get_task(task_id, as_of=running)
     assert then["jobs"][0]["steps"][0]["status"] == "in_progress"
-    assert then["duration_seconds"] == pytest.approx(
-        (running - then["started_at"]).total_seconds()
-    )
+    assert then["duration_seconds"] == pytest.approx((running - then["started_at"]).total_seconds())
     # After the last event: the current state.
     latest = ledger.get_task(task_id, as_of=by_version[len(timeline)] + timedelta(days=1))
     assert latest["version"] == len(timeline)
@@ -181,9 +179,10 @@ def test_every_write_returns_the_position_of_its_last_event(ledger: TaskLedger) 
         assert position == ledger.recorder.max_notification_id()
         last = ledger.recorder.select_notifications(start=position, limit=1)[0]
         assert last.originator_id == stream
-        assert last.originator_version == next(
-            iter(ledger.events.get(stream, desc=True, limit=1))
-        ).originator_version
+        assert (
+            last.originator_version
+            == next(iter(ledger.events.get(stream, desc=True, limit=1))).originator_version
+        )
         positions.append(position)
 
     created = create_immediate(ledger)

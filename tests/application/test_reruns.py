@@ -162,9 +162,7 @@ def test_forced_rerun_downgrades_user_facing_failures_and_ends_done_with_warning
     # The same user-facing failure is recorded as a warning, and the job goes on.
     quota = {"message": "quota", "user_facing": True}
     report(ledger, new_id, queued())
-    report(
-        ledger, new_id, start("deploy", "push"), finish("deploy", "push", Status.FAILED, quota)
-    )
+    report(ledger, new_id, start("deploy", "push"), finish("deploy", "push", Status.FAILED, quota))
     view = ledger.get_task(new_id)
     push = view["jobs"][0]["steps"][0]
     assert (push["status"], push["downgraded"], push["error"]) == (

@@ -14,7 +14,7 @@ from domain.errors import ConflictError, InvalidRequestError
 from domain.idempotency import IdempotentRequest
 from domain.log_application import MAX_READ_BATCH, StepLogs
 from domain.logs import LogChunkAppended, LoggedStep, LogTruncated, StepLog, log_stream_id
-from domain.storage import StoreConfig
+from store.config import StoreConfig
 
 MULTILINGUAL = [
     "Clonage du dépôt… réussi ✓\n",

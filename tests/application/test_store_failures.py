@@ -26,7 +26,7 @@ from domain.application_errors import (
     TaskNotFoundError,
     WriteOutcomeUnknownError,
 )
-from domain.storage import StoreConfig
+from store.config import StoreConfig
 
 from .support import (
     ALICE,

@@ -59,9 +59,7 @@ def server(pg_url: str, tmp_path: Path) -> Iterator[str]:
 def test_whole_deploy_with_forced_rerun_over_a_real_socket(server: str) -> None:
     # The admin issues a writer key for org acme.
     with httpx.Client(base_url=server, headers={"Authorization": f"Bearer {ADMIN}"}) as admin:
-        key = admin.post(
-            "/v1/api-keys", json={"org": "acme", "role": "writer", "name": "executor"}
-        )
+        key = admin.post("/v1/api-keys", json={"org": "acme", "role": "writer", "name": "executor"})
     assert key.status_code == 201, key.text
     token = key.json()["token"]
     with httpx.Client(base_url=server, headers={"Authorization": f"Bearer {token}"}) as client:
@@ -82,8 +80,13 @@ def drive_deploy(client: httpx.Client) -> None:
     ]
     created = client.post(
         "/v1/tasks",
-        json={"type": "app.deploy", "title": "Deploy shop", "kind": "executable",
-              "author": author, "jobs": plan},
+        json={
+            "type": "app.deploy",
+            "title": "Deploy shop",
+            "kind": "executable",
+            "author": author,
+            "jobs": plan,
+        },
     )
     assert created.status_code == 201, created.text
     task_id = created.json()["id"]
@@ -96,13 +99,22 @@ def drive_deploy(client: httpx.Client) -> None:
     assert report({"job": "build", "step": "compile", "status": "in_progress"}).status_code == 200
     assert report({"job": "lint", "step": "ruff", "status": "in_progress"}).status_code == 200
     # Lint fails with a user-facing error; build still finishes; deploy can never run.
-    failed = report({"job": "lint", "step": "ruff", "status": "failed",
-                     "error": {"message": "3 lint errors", "user_facing": True}})
+    failed = report(
+        {
+            "job": "lint",
+            "step": "ruff",
+            "status": "failed",
+            "error": {"message": "3 lint errors", "user_facing": True},
+        }
+    )
     assert failed.json()["status"] == "in_progress"
     done = report({"job": "build", "step": "compile", "status": "done"}).json()
     assert done["status"] == "failed"
     assert {j["key"]: j["status"] for j in done["jobs"]} == {
-        "build": "done", "lint": "failed", "deploy": "canceled"}
+        "build": "done",
+        "lint": "failed",
+        "deploy": "canceled",
+    }
     assert done["failure"]["reason"] == "job"
     # A forced rerun downgrades the user-facing failure and ends done_with_warnings.
     rerun = client.post(f"/v1/tasks/{task_id}/rerun", json={"force": True, "author": author})
@@ -113,8 +125,14 @@ def drive_deploy(client: httpx.Client) -> None:
     for job, step in (("build", "compile"), ("lint", "ruff")):
         assert report({"job": job, "step": step, "status": "in_progress"}).status_code == 200
     report({"job": "build", "step": "compile", "status": "done"})
-    downgraded = report({"job": "lint", "step": "ruff", "status": "failed",
-                         "error": {"message": "3 lint errors", "user_facing": True}}).json()
+    downgraded = report(
+        {
+            "job": "lint",
+            "step": "ruff",
+            "status": "failed",
+            "error": {"message": "3 lint errors", "user_facing": True},
+        }
+    ).json()
     lint_step = downgraded["jobs"][1]["steps"][0]
     assert lint_step["status"] == "done_with_warnings" and lint_step["downgraded"] is True
     report({"job": "deploy", "step": "rollout", "status": "in_progress"})

@@ -20,10 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
-from domain.storage import StoreConfig
 from projections.coordination import advisory_key
 from projections.runtime import CATALOGUE
 from projections.timeout_enforcer import ENFORCER
+from store.config import StoreConfig
 from tests.conftest import admin_connect
 from tests.e2e.test_serve_postgres import ADMIN, free_port
 
@@ -109,8 +109,14 @@ AUTHOR = {"id": "u-42", "name": "Alice", "kind": "user"}
 def create_task(client: httpx.Client, jobs: list[dict[str, Any]], **extra: Any) -> str:
     created = client.post(
         "/v1/tasks",
-        json={"type": "app.deploy", "title": "Deploy", "kind": "executable",
-              "author": AUTHOR, "jobs": jobs, **extra},
+        json={
+            "type": "app.deploy",
+            "title": "Deploy",
+            "kind": "executable",
+            "author": AUTHOR,
+            "jobs": jobs,
+            **extra,
+        },
     )
     assert created.status_code == 201, created.text
     return str(created.json()["id"])
@@ -160,8 +166,11 @@ def test_two_servers_share_the_parallel_jobs_of_one_task(two: tuple[Server, Serv
     clients = [httpx.Client(base_url=s.base, headers=headers, timeout=10) for s in two]
     try:
         jobs = [
-            {"key": f"j{j}", "name": f"Job {j}",
-             "steps": [{"key": f"s{s}", "name": f"Step {s}"} for s in range(STEPS)]}
+            {
+                "key": f"j{j}",
+                "name": f"Job {j}",
+                "steps": [{"key": f"s{s}", "name": f"Step {s}"} for s in range(STEPS)],
+            }
             for j in range(JOBS)
         ]
         task_id = create_task(clients[0], jobs)
@@ -220,9 +229,7 @@ def test_a_timeout_with_both_servers_running_is_recorded_once(
 def background_holders(pg_url: str) -> set[int]:
     """The backend pids holding the background roles' advisory locks (every role held)."""
     store = StoreConfig.from_url(pg_url)
-    keys = [
-        advisory_key(store.pg_dbname, store.pg_schema, role) for role in (*CATALOGUE, ENFORCER)
-    ]
+    keys = [advisory_key(store.pg_dbname, store.pg_schema, role) for role in (*CATALOGUE, ENFORCER)]
     pairs = [((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF) for key in keys]
     with admin_connect() as conn:
         rows = conn.execute(

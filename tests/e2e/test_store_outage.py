@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from api.settings import Settings
-from domain.storage import StoreConfig
+from store.config import StoreConfig
 from tests.api.conftest import ADMIN_TOKEN, PROBLEM, LiveServer, deploy_task, start_server
 from tests.application.tcp_proxy import TcpProxy
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import pytest
 
 from domain.application import TaskLedger
-from domain.storage import StoreConfig
 from projections.runner import catch_up
 from projections.runtime import Projections
+from store.config import StoreConfig
 from tests.projections.history import Clock
 
 

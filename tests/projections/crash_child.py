@@ -21,10 +21,10 @@ from typing import Any
 from eventsourcing.persistence import Tracking
 
 from domain.application import TaskLedger
-from domain.storage import StoreConfig
 from projections.batched import BatchedProjection
 from projections.runner import apply_next_batch
 from projections.runtime import Projections
+from store.config import StoreConfig
 
 
 def split_commit_batch(

@@ -19,30 +19,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
+from eventsourcing.persistence import OperationalError
 from eventsourcing.postgres import PostgresDatastore, PostgresFactory
 from eventsourcing.utils import Environment, EnvType, get_topic
 from psycopg_pool import PoolTimeout
 
-from domain.postgres_recorder import UnpipelinedPostgresRecorder
+from domain.store_errors import StoreUnreachableError
+from store.postgres_recorder import UnpipelinedPostgresRecorder
 
 DEFAULT_CONNECT_TIMEOUT = 5
-
-
-class StoreUnreachableError(PersistenceError):
-    """Raised when no connection to the store could be had within the connect timeout.
-
-    Deliberately not an `OperationalError`: the library's recorders retry those, and
-    waiting the whole timeout ten times over helps no one.
-    """
-
-
-# What a store that cannot be reached (or dropped the connection) raises.
-STORE_ERRORS: tuple[type[Exception], ...] = (
-    OperationalError,
-    InterfaceError,
-    StoreUnreachableError,
-)
 
 
 class _FailFastPostgresDatastore(PostgresDatastore):
@@ -61,7 +46,7 @@ class _FailFastPostgresDatastore(PostgresDatastore):
 
 class PostgresStoreFactory(PostgresFactory):
     """`eventsourcing.postgres`, failing fast when PostgreSQL cannot be reached, and
-    writing without psycopg's pipeline (see `domain.postgres_recorder`)."""
+    writing without psycopg's pipeline (see `store.postgres_recorder`)."""
 
     application_recorder_class = UnpipelinedPostgresRecorder
 

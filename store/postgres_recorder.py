@@ -35,4 +35,3 @@ class UnpipelinedPostgresRecorder(PostgresApplicationRecorder):
             # Locks the table (commit order = notification order), notifies, inserts.
             self._insert_stored_events(cursor, stored_events, **kwargs)
             return self._fetch_ids_after_insert_events(cursor, stored_events, **kwargs)
-

@@ -1,0 +1,1 @@
+"""The event store's infrastructure: configuration from a URL, the PostgreSQL recorder."""
