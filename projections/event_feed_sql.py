@@ -14,7 +14,6 @@ from uuid import UUID
 from projections.event_feed import FeedRow, OrgEventView, Stream
 from projections.tracked_view import PostgresTrackedView, SQLiteTrackedView
 
-CHUNK = 500
 TABLE_TYPES = {
     "postgres": {"uuid": "uuid", "json": "json", "bool": "boolean"},
     "sqlite": {"uuid": "TEXT", "json": "TEXT", "bool": "INTEGER"},
@@ -113,19 +112,11 @@ class EventFeedBatch:
 
     def _load(self, ids: list[UUID]) -> None:
         d = self.dialect
-        for start in range(0, len(ids), CHUNK):
-            chunk = ids[start : start + CHUNK]
-            marks = ", ".join(["%s"] * len(chunk))
-            self.cursor.execute(
-                d.render(
-                    f"SELECT stream_id, org, shape FROM {{streams}} WHERE stream_id IN ({marks})"
-                ),
-                tuple(d.uuid(i) for i in chunk),
+        statement = "SELECT stream_id, org, shape FROM {streams} WHERE stream_id IN ({ids})"
+        for row in d.rows_for_ids(self.cursor, statement, ids):
+            self.streams[d.read_uuid(row["stream_id"])] = Stream(  # type: ignore[index]
+                row["org"], d.read_json(row["shape"])
             )
-            for row in self.cursor.fetchall():
-                self.streams[d.read_uuid(row["stream_id"])] = Stream(  # type: ignore[index]
-                    row["org"], d.read_json(row["shape"])
-                )
 
     def open_stream(self, stream_id: UUID, stream: Stream, first: dict[str, Any]) -> None:
         if stream_id not in self.streams:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -25,6 +25,8 @@ import orjson
 from psycopg import sql
 
 SQLITE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+# Ids per `IN (...)` list: both databases cap the parameters of one statement.
+IN_LIST_CHUNK = 500
 
 
 def dumps(value: Any) -> str:
@@ -75,6 +77,18 @@ class Dialect(ABC):
 
     def flag(self, value: bool) -> Any:
         return value
+
+    def rows_for_ids(self, cursor: Any, statement: str, ids: Sequence[UUID]) -> Iterator[Any]:
+        """The rows of `statement`, whose `{ids}` stands for an `IN` list, for all `ids`
+        (asked `IN_LIST_CHUNK` at a time)."""
+        for start in range(0, len(ids), IN_LIST_CHUNK):
+            chunk = ids[start : start + IN_LIST_CHUNK]
+            marks = ", ".join(["%s"] * len(chunk))
+            cursor.execute(
+                self.render(statement.replace("{ids}", marks)),
+                tuple(self.uuid(i) for i in chunk),
+            )
+            yield from cursor.fetchall()
 
     def read_flag(self, value: Any) -> bool:
         return bool(value)

@@ -50,7 +50,6 @@ TABLE_TYPES = {
 SELECT = "SELECT " + ", ".join(f"t.{c}" for c in COLUMNS)
 UPDATE = f"UPDATE {{tasks}} SET {', '.join(f'{c} = %s' for c in MUTABLE)} WHERE id = %s"
 LABEL_COLUMNS = ("org", "key", "value", "task_id", "created_at")
-CHUNK = 500
 
 
 class SqlTaskList(TaskListView):
@@ -222,17 +221,10 @@ class TaskListBatch:
         self._load([s for s in streams if isinstance(s, UUID)])
 
     def _load(self, ids: list[UUID]) -> None:
-        render = self.dialect.render
-        for start in range(0, len(ids), CHUNK):
-            chunk = ids[start : start + CHUNK]
-            marks = ", ".join(["%s"] * len(chunk))
-            self.cursor.execute(
-                render(f"{SELECT} FROM {{tasks}} t WHERE t.id IN ({marks})"),
-                tuple(self.dialect.uuid(i) for i in chunk),
-            )
-            for row in self.cursor.fetchall():
-                decoded = self.view.decode(row)
-                self.rows[decoded["id"]] = decoded
+        statement = f"{SELECT} FROM {{tasks}} t WHERE t.id IN ({{ids}})"
+        for row in self.dialect.rows_for_ids(self.cursor, statement, ids):
+            decoded = self.view.decode(row)
+            self.rows[decoded["id"]] = decoded
 
     def add_task(self, row: dict[str, Any], labels: dict[str, str]) -> None:
         existing = self.rows.get(row["id"])
