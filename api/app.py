@@ -10,8 +10,11 @@ from fastapi import FastAPI
 from api import errors, idempotency, metrics
 from api.body_guard import BodyGuard
 from api.logging_setup import RequestContext, configure_logging
+from api.rate_limit import Rate, RateLimit
 from api.routes import (
     api_keys,
+    batch,
+    checkpoints,
     events,
     export,
     graph,
@@ -21,6 +24,7 @@ from api.routes import (
     tasks,
     timeline,
 )
+from api.routes.verify import router as verify_router
 from api.services import Services
 from api.settings import Settings
 
@@ -46,6 +50,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         projections = app.state.services.projections
         if own and settings.run_projections and projections is not None:
             projections.start()
+            app.state.services.start_checkpoint_writer()
         try:
             yield
         finally:
@@ -63,7 +68,18 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     idempotency.install(app)
     for module in (health, tasks, timeline, graph, api_keys, task_list, events, export, logs):
         app.include_router(module.router)
+    app.include_router(batch.router)
+    app.include_router(checkpoints.router)
+    app.include_router(verify_router)
     app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
+    # Outside BodyGuard: a caller over its rate is refused before its body is read.
+    app.add_middleware(
+        RateLimit,
+        per_token=Rate(settings.rate_limit_per_second, settings.rate_limit_burst),
+        per_address_failures=Rate(
+            settings.rate_limit_auth_failures_per_second, settings.rate_limit_auth_failures_burst
+        ),
+    )
     metrics.install(app)
     # Outermost: every answer (a BodyGuard refusal too) is counted, logged and carries
     # its request id.

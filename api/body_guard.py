@@ -4,6 +4,8 @@ A pure ASGI middleware, so an oversized body is refused while it streams in
 (with or without Content-Length), before anything reads it whole. JSON bodies are
 parsed strictly here (invalid UTF-8, duplicate keys, NaN/Infinity, absurd nesting,
 NUL characters and lone surrogates are refused) and then handed on unchanged.
+A query with a NUL character in a value is refused for every method (PostgreSQL
+text cannot hold one, and no filter value needs one).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -88,6 +91,20 @@ def check_json(body: bytes) -> None:
         raise BodyRefused(422, "Invalid request", "text fields must be valid Unicode", errors)
 
 
+def check_query(query_string: bytes) -> None:
+    """Raises BodyRefused when a query parameter's value holds a NUL character."""
+    if b"%00" not in query_string:
+        return
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, errors="replace")
+    errors = [
+        {"loc": ["query", name], "msg": "NUL characters are not allowed"}
+        for name, value in pairs
+        if "\x00" in value or "\x00" in name
+    ]
+    if errors:
+        raise BodyRefused(422, "Invalid request", "query values must be text without NUL", errors)
+
+
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or (
@@ -102,7 +119,15 @@ class BodyGuard:
         self.text_paths_suffix = text_paths_suffix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            check_query(scope.get("query_string", b""))
+        except BodyRefused as refusal:
+            await self._refuse(send, refusal)
+            return
+        if scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}

@@ -11,21 +11,27 @@ from dataclasses import replace
 
 import uvicorn
 
-from api import projections_cli
+from api import projections_cli, verify_cli
 from api.admin_token import ensure_admin_token, token_path
 from api.logging_setup import configure_logging
 from api.migrate import migrate
+from api.services import running_checkpoint_writer
 from api.settings import Settings
 from domain.application import TaskLedger
 from projections.runtime import Projections
 from store.config import StoreConfig
+from store.durability import UnsafeStoreError
 
 
 def migrate_command(args: argparse.Namespace) -> int:
     """Creates every missing table of the store, once, under a lock; safe to repeat."""
     store = StoreConfig.from_url(Settings().database_url)
-    if migrate(store):
+    if migrate(store, grant_to=args.grant):
         print(f"tasktrail migrate: the {store.backend} store is up to date", flush=True)
+        if args.grant:
+            print(
+                f"tasktrail migrate: granted role {args.grant!r} the service's rights", flush=True
+            )
     else:
         print("tasktrail migrate: nothing to do for memory://", flush=True)
     return 0
@@ -69,7 +75,8 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
-    """Runs the projection runners and the timeout enforcer, no HTTP, until SIGTERM/SIGINT."""
+    """Runs the projection runners, the timeout enforcer and the checkpoint writer, no HTTP,
+    until SIGTERM/SIGINT."""
     settings = Settings()
     configure_logging(settings.log_level)
     stop = threading.Event()
@@ -83,10 +90,11 @@ def worker(args: argparse.Namespace) -> int:
         projections = Projections(store, ledger, batch_size=settings.projection_batch_size)
         try:
             projections.start()
-            print(f"tasktrail worker: running (pid {os.getpid()})", flush=True)
-            while not stop.wait(0.2):
-                pass
-            print("tasktrail worker: stopping", flush=True)
+            with running_checkpoint_writer(projections, store, settings):
+                print(f"tasktrail worker: running (pid {os.getpid()})", flush=True)
+                while not stop.wait(0.2):
+                    pass
+                print("tasktrail worker: stopping", flush=True)
         finally:
             projections.close()
     finally:
@@ -107,12 +115,23 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "worker", help="run the projection runners and the timeout enforcer (no HTTP)"
     ).set_defaults(handler=worker)
-    commands.add_parser(
+    migrate_parser = commands.add_parser(
         "migrate", help="create the store's tables once (serve and worker also do it at start)"
-    ).set_defaults(handler=migrate_command)
+    )
+    migrate_parser.add_argument(
+        "--grant",
+        metavar="ROLE",
+        help="PostgreSQL: then grant ROLE what the service needs, no more (see store/grants.py)",
+    )
+    migrate_parser.set_defaults(handler=migrate_command)
     projections_cli.register(commands)
+    verify_cli.register(commands)
     args = parser.parse_args(argv)
-    return int(args.handler(args))
+    try:
+        return int(args.handler(args))
+    except UnsafeStoreError as refusal:
+        print(f"tasktrail: {refusal}", file=sys.stderr, flush=True)
+        return 2
 
 
 if __name__ == "__main__":

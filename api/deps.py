@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ProblemError
+from api.schemas import ORG_PATTERN
 from api.services import Services
 from domain.api_key import PLATFORM_SCOPE
 from domain.application import TaskLedger
@@ -24,6 +26,8 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "audit": frozenset({"auditor", "admin"}),
     "manage_keys": frozenset({"admin"}),
 }
+
+ORG_NAME = re.compile(rf"\*|{ORG_PATTERN.strip('^$')}")
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -67,6 +71,15 @@ class Principal:
                 "Invalid request",
                 "a platform token must name the org",
                 errors=[{"loc": [where, "org"], "msg": "Field required"}],
+            )
+        if not ORG_NAME.fullmatch(requested):
+            # Checked here too, so a route that forgets the declaration cannot pass an
+            # arbitrary string on to a query, a header or a file name.
+            raise ProblemError(
+                422,
+                "Invalid request",
+                "not an org name",
+                errors=[{"loc": [where, "org"], "msg": f"must match {ORG_NAME.pattern}"}],
             )
         return requested
 

@@ -173,18 +173,55 @@ HANDLERS: dict[type[Exception], Callable[[Request, Exception], Response]] = {
 }
 
 
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+_RETRY_AFTER = {
+    "description": "Seconds to wait before retrying.",
+    "schema": {"type": "integer", "minimum": 1},
+}
+# Answers the middlewares give before any route runs, on every `/v1` operation.
+_EVERY_V1_OPERATION = {
+    "401": "Missing, unknown or revoked token",
+    "429": "Over the token's request rate, or too many failed authentications from this "
+    "address; see Retry-After",
+}
+_EVERY_BODY_OPERATION = {
+    "400": "Malformed JSON (invalid UTF-8, duplicate keys, nesting over 32 levels)",
+    "413": "Body over the size limit (`TASKTRAIL_MAX_BODY_BYTES`, 1 MiB by default)",
+    "415": "A body that is not of the operation's media type",
+}
+_BODY_METHODS = ("post", "put", "patch", "delete")
+
+
+def _declare_middleware_answers(path: str, method: str, responses: dict[str, Any]) -> None:
+    if not path.startswith("/v1/"):
+        return
+    answers = dict(_EVERY_V1_OPERATION)
+    if method in _BODY_METHODS:
+        answers.update(_EVERY_BODY_OPERATION)
+    for status, description in answers.items():
+        if status not in responses:
+            responses[status] = {
+                "description": description,
+                "content": {PROBLEM_MEDIA_TYPE: {"schema": _PROBLEM_REF}},
+            }
+    responses["429"].setdefault("headers", {})["Retry-After"] = _RETRY_AFTER
+
+
 def _document_problems(app: FastAPI) -> None:
-    """Makes the OpenAPI document say what errors really are: problem documents."""
+    """Makes the OpenAPI document say what errors really are: problem documents, and
+    declares the refusals of the middlewares (rate limit, body guard) on each operation."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            for item in build()["paths"].values():
-                for operation in item.values():
-                    for status, response in operation.get("responses", {}).items():
+            for path, item in build()["paths"].items():
+                for method, operation in item.items():
+                    responses = operation.setdefault("responses", {})
+                    for status, response in responses.items():
                         content = response.get("content", {})
                         if status[:1] in ("4", "5") and "application/json" in content:
                             response["content"] = {PROBLEM_MEDIA_TYPE: content["application/json"]}
+                    _declare_middleware_answers(path, method, responses)
         assert app.openapi_schema is not None
         return app.openapi_schema
 

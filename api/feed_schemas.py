@@ -8,7 +8,14 @@ from uuid import UUID
 
 from pydantic import Field
 
-from api.schemas import Actor, Response, TaskSummary
+from api.schemas import (
+    Actor,
+    Response,
+    TaskSummary,
+    hash_field,
+    prev_hash_field,
+    redacted_field,
+)
 
 
 class TaskPage(Response):
@@ -40,6 +47,9 @@ class FeedEvent(Response):
     actor: Actor
     request_id: str | None = None
     data: dict[str, Any]
+    prev_hash: str | None = prev_hash_field()
+    hash: str | None = hash_field()
+    redacted: bool = redacted_field()
 
 
 class FeedPage(Response):

@@ -74,10 +74,9 @@ def _replay(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ReplayError)
     answer = exc.answer
     headers = {"Idempotent-Replayed": "true"}
-    if answer.body is not None:  # the first attempt was refused
-        return JSONResponse(
-            answer.body, answer.status_code, headers=headers, media_type=PROBLEM_MEDIA_TYPE
-        )
+    if answer.body is not None:  # a refusal, or an answer kept whole (a batch's)
+        media_type = PROBLEM_MEDIA_TYPE if answer.status_code >= 400 else "application/json"
+        return JSONResponse(answer.body, answer.status_code, headers=headers, media_type=media_type)
     document = present_answer(request.app.state.services.ledger, answer)
     if answer.status_code == 201:
         collection = "api-keys" if isinstance(document, ApiKeyCreated) else "tasks"

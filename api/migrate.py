@@ -10,8 +10,19 @@ applications and the read models once, with table creation on, while holding
 - SQLite: an exclusive `flock` on a file next to the database;
 - memory://: nothing (nothing outlives the process).
 
-The DDL is `CREATE ... IF NOT EXISTS` throughout, so migrating again is a no-op.
+Checkpoints (`checkpoints_events`; SQLite: `<name>.checkpoints.sqlite`) are created
+the same way. The DDL is `CREATE ... IF NOT EXISTS` throughout, so migrating again is a no-op.
 `serve` and `worker` migrate at start, then open the store with `CREATE_TABLE=n`.
+Opening the stores with DDL also makes every event and snapshot table append-only
+(`store.append_only`), idempotently.
+
+Before anything else, a PostgreSQL store is checked for durability (`store.durability`):
+with `fsync` or `synchronous_commit` off, `migrate`, `serve` and `worker` refuse to run.
+
+Least privilege (PostgreSQL): the tables' owner runs `tasktrail migrate --grant ROLE`,
+and the service runs as ROLE (`store.grants`). A process whose role cannot act as the
+owner of the existing event table skips the DDL (it could not run it) and opens the
+store as it is; run `tasktrail migrate` as the owner after an upgrade.
 """
 
 from __future__ import annotations
@@ -25,10 +36,13 @@ from dataclasses import replace
 import psycopg
 
 from domain.application import TaskLedger
+from domain.checkpoint_application import Checkpoints
 from domain.log_application import StepLogs
 from projections.coordination import advisory_key
 from projections.runtime import Projections
 from store.config import StoreConfig
+from store.durability import check_durability
+from store.grants import grant_service_role
 
 MIGRATION_LOCK = "migrate"
 # How long a process waits for another one's migration before giving up (seconds).
@@ -63,16 +77,51 @@ def migration_lock(store: StoreConfig) -> Iterator[None]:
         yield
 
 
-def migrate(store: StoreConfig) -> bool:
-    """Creates every table of `store` that is missing; False if there is nothing to create."""
+def owned_by_another_role(store: StoreConfig) -> str | None:
+    """The owner of the task event table when this role cannot act as it (else None)."""
+    if store.backend != "postgres":
+        return None
+    table = f"{TaskLedger.name.lower()}_events"
+    with psycopg.connect(store.conninfo(), autocommit=True, connect_timeout=5) as conn:
+        row = conn.execute(
+            "SELECT pg_get_userbyid(c.relowner), pg_has_role(c.relowner, 'USAGE') "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s",
+            (store.pg_schema or "public", table),
+        ).fetchone()
+    if row is None or row[1]:
+        return None
+    return str(row[0])
+
+
+def migrate(store: StoreConfig, *, grant_to: str | None = None) -> bool:
+    """Creates every table of `store` that is missing (and, with `grant_to`, grants that
+    role what the service needs); False if there is nothing to create.
+
+    Raises `store.durability.UnsafeStoreError` on a PostgreSQL server that may lose
+    acknowledged writes.
+    """
     if store.backend == "memory":
         return False
+    check_durability(store)
     store = replace(store, create_tables=True)
     with migration_lock(store):
-        ledger = TaskLedger(store.env("tasks"))
-        try:
-            StepLogs(store.env("logs")).close()
-            Projections(store, ledger).close()
-        finally:
-            ledger.close()
+        owner = owned_by_another_role(store)
+        if owner is not None:
+            print(
+                f"tasktrail migrate: the tables belong to role {owner!r}; running as "
+                f"{store.pg_user!r}, which cannot change them, so no DDL is run "
+                f"(after an upgrade, run `tasktrail migrate` as {owner!r})",
+                flush=True,
+            )
+        else:
+            ledger = TaskLedger(store.env("tasks"))
+            try:
+                StepLogs(store.env("logs")).close()
+                Checkpoints(store.env("checkpoints")).close()
+                Projections(store, ledger).close()
+            finally:
+                ledger.close()
+        if grant_to is not None:
+            grant_service_role(store, grant_to)
     return True

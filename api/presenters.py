@@ -33,6 +33,15 @@ def present_task(
     return TaskPublic.model_validate({**visible_task(view, include_system), "position": position})
 
 
+def marked_redacted(shown: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """The shown entry, saying whether system work was cut from its data.
+
+    A redacted entry's hash still covers the whole event, so its reader cannot
+    recompute it: the mark tells them so, instead of letting it look tampered.
+    """
+    return {**shown, "redacted": shown["data"] != entry["data"]}
+
+
 def wants_system(principal: Principal, include_system: bool) -> bool:
     if include_system:
         principal.require("see_system")

@@ -269,14 +269,41 @@ class TaskPublic(TaskSummary):
     jobs: list[JobPublic]
 
 
+def hash_field() -> Any:
+    return Field(
+        default=None,
+        description="Hex SHA-256 over the canonical JSON of task_id, version, type, recorded_at, "
+        "actor, data and prev_hash (http-api.md § Integrity); null for events not chained.",
+    )
+
+
+def prev_hash_field() -> Any:
+    return Field(
+        default=None,
+        description="The hash of the task's event before this one; 64 zeros for its first event.",
+    )
+
+
+def redacted_field() -> Any:
+    return Field(
+        default=False,
+        description="True when system work was left out of `data` for this reader: the hash "
+        "covers more than is shown, so only an auditor's copy recomputes to it.",
+    )
+
+
 class TimelineEvent(Response):
     position: int
+    task_id: UUID
     version: int
     type: str
     recorded_at: datetime
     occurred_at: datetime
     actor: Actor
     data: dict[str, Any]
+    prev_hash: str | None = prev_hash_field()
+    hash: str | None = hash_field()
+    redacted: bool = redacted_field()
 
 
 class TimelinePage(Response):

@@ -20,6 +20,21 @@ class Settings(BaseSettings):
     )
     var_dir: Path = Field(default=Path("var"), description="Where generated secrets are kept.")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    rate_limit_per_second: float = Field(
+        default=2000,
+        ge=0,
+        description="Requests a second each bearer token may make, per process (0: no limit).",
+    )
+    rate_limit_burst: int = Field(
+        default=4000, ge=1, description="Requests a token may make at once before the rate applies."
+    )
+    rate_limit_auth_failures_per_second: float = Field(
+        default=20,
+        ge=0,
+        description="Failed authentications (401) a second allowed per client address, per "
+        "process, before its unknown tokens are answered 429 (0: no limit).",
+    )
+    rate_limit_auth_failures_burst: int = Field(default=200, ge=1)
     log_level: str = "info"
     run_projections: bool = Field(
         default=True,
@@ -53,4 +68,19 @@ class Settings(BaseSettings):
         le=60,
         description="How long a live log stream still waits for late chunks once its step "
         "is terminal, before it ends.",
+    )
+    signing_key: Path | None = Field(
+        default=None,
+        description="The Ed25519 private key (PKCS #8 PEM) checkpoints are signed with; "
+        "default `<var_dir>/signing-key`, generated (mode 0600) when missing.",
+    )
+    checkpoint_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often each org with new task events gets a signed checkpoint.",
+    )
+    previous_public_keys: list[str] = Field(
+        default_factory=list,
+        description="Public keys (base64, raw Ed25519) of earlier signing keys, as a JSON "
+        "list: still listed by `/v1/signing-keys` and trusted by `verify` after a key change.",
     )

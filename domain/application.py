@@ -24,10 +24,10 @@ from domain.application_errors import (
     VersionMismatchError,
 )
 from domain.context import command_scope
-from domain.errors import InvalidRequestError
+from domain.errors import DomainError, InvalidRequestError
 from domain.idempotency import IdempotentRequest
 from domain.plan import JobPlan
-from domain.resilient_writes import reading
+from domain.resilient_writes import Saved, Write, reading
 from domain.task import Task
 from domain.transcodings import JobAsDict, LookalikeMappingAsPairs, StepAsDict
 from domain.views import event_view, task_view
@@ -41,6 +41,25 @@ class Written:
     task: dict[str, Any]
     # None when the write stored nothing: a no-op (a repeated report, a second cancel)
     # without an Idempotency-Key. A keyed no-op stores its answer, and has its position.
+    position: int | None
+
+
+@dataclass(frozen=True)
+class ReportItem:
+    """One task's part of a batch report: its transitions, applied all or none."""
+
+    task_id: UUID
+    transitions: Sequence[Transition]
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True)
+class Reported:
+    """Where a batch item left its task: its version, and its last event's position."""
+
+    task_id: UUID
+    version: int
+    # None when the item stored nothing (every transition repeated the current status).
     position: int | None
 
 
@@ -114,7 +133,9 @@ class TaskLedger(ApiKeyLedger):
             )
             answer = self._answer(request, task)
             position = self._save_new(task, command_id, answer)
-        return Written(task_view(task, self.clock()), position)
+        written = Written(task_view(task, self.clock()), position)
+        self._check_in(task)  # its first reports need not load it from the store
+        return written
 
     def report(
         self,
@@ -134,6 +155,78 @@ class TaskLedger(ApiKeyLedger):
         return self._command(
             task_id, action, expected_version=expected_version, org=org, request=request
         )
+
+    def report_many(
+        self, items: Sequence[ReportItem], *, org: str | None = None
+    ) -> list[Reported | Exception]:
+        """Applies each item's transitions to its task, atomically per item, items independently.
+
+        The items are saved together (one transaction where the store allows). An
+        item that lost a race to another writer, or names a task an earlier item
+        changes, is applied on its own once the others are stored, as `report`
+        applies a request (a lost race with an `expected_version` is a conflict).
+        Refusals (not found, conflict, invalid) are returned in the item's place;
+        a store that cannot be reached fails the whole call.
+        """
+        results: list[Reported | Exception | None] = [None] * len(items)
+        writes: list[Write] = []
+        changed: list[tuple[int, Task, int]] = []
+        # Items of a task an earlier item changes apply to what that item leaves.
+        later: list[int] = []
+        for index, item in enumerate(items):
+            if any(task.id == item.task_id for _, task, _ in changed):
+                later.append(index)
+                continue
+            with command_scope() as command_id:
+                try:
+                    task = self._check_out_task(item.task_id, org)
+                except TaskNotFoundError as not_found:
+                    results[index] = not_found
+                    continue
+                loaded_version = task.version
+                try:
+                    _check_expected_version(task, item.expected_version)
+                except VersionMismatchError as mismatch:
+                    self._check_in(task)
+                    results[index] = mismatch
+                    continue
+                try:
+                    task.report(item.transitions, self.clock())
+                except DomainError as refusal:
+                    results[index] = refusal  # the task may be half-changed: not checked in
+                    continue
+            if task.version == loaded_version:
+                self._check_in(task)
+                results[index] = Reported(task.id, task.version, None)
+                continue
+            writes.append(Write(task.id, loaded_version, command_id, (task,)))
+            changed.append((index, task, loaded_version))
+        for (index, task, loaded_version), outcome in zip(
+            changed, self._save_writes(writes), strict=True
+        ):
+            if isinstance(outcome, Saved):
+                results[index] = Reported(task.id, task.version, outcome.position)
+                if outcome.acknowledged:
+                    self._check_in(task)
+                else:
+                    self._take_missed_snapshots(task, loaded_version)
+            elif outcome is None:
+                later.append(index)
+            else:
+                raise outcome
+        for index in sorted(later):
+            results[index] = self._report_alone(items[index], org)
+        return [r for r in results if r is not None]
+
+    def _report_alone(self, item: ReportItem, org: str | None) -> Reported | Exception:
+        """A batch item applied on its own, the way `report` applies a single request."""
+        try:
+            written = self.report(
+                item.task_id, item.transitions, expected_version=item.expected_version, org=org
+            )
+        except (TaskNotFoundError, DomainError) as refusal:
+            return refusal
+        return Reported(item.task_id, written.task["version"], written.position)
 
     def cancel(
         self,
@@ -229,20 +322,22 @@ class TaskLedger(ApiKeyLedger):
     ) -> Written:
         with command_scope() as command_id:
             for attempt in range(self.max_attempts):
-                task = self._load(task_id, org=org)
+                # Checked out of the cache, so no copy: it goes back only once stored.
+                task = self._check_out_task(task_id, org)
                 loaded_version = task.version
-                if expected_version is not None and expected_version != loaded_version:
-                    raise VersionMismatchError(
-                        f"expected version {expected_version}, but the task is at "
-                        f"version {loaded_version}",
-                        current_status=task.status.value,
-                    )
+                try:
+                    _check_expected_version(task, expected_version)
+                except VersionMismatchError:
+                    self._check_in(task)
+                    raise
                 outcome = action(task)
                 saved_versions = {a.id: _saved_version(a) for a in outcome.aggregates}
                 if not any(a.version > saved_versions[a.id] for a in outcome.aggregates):
                     # Nothing changed; a keyed request still remembers its answer.
                     position = self._save_answer_alone(request, outcome.answer, command_id)
-                    return Written(task_view(outcome.answer, self.clock()), position)
+                    written = Written(task_view(outcome.answer, self.clock()), position)
+                    self._check_in(task, *outcome.aggregates)
+                    return written
                 answer = self._answer(request, outcome.answer)
                 saved = self._save_as_command(
                     task_id, loaded_version, command_id, *outcome.aggregates, answer
@@ -257,15 +352,25 @@ class TaskLedger(ApiKeyLedger):
                         )
                     self._back_off(attempt)
                     continue
-                answered = outcome.answer
                 if not saved.acknowledged:
                     for aggregate in outcome.aggregates:
                         self._take_missed_snapshots(aggregate, saved_versions[aggregate.id])
                     answered = self._load(outcome.answer.id)
-                return Written(task_view(answered, self.clock()), saved.position)
+                    return Written(task_view(answered, self.clock()), saved.position)
+                written = Written(task_view(outcome.answer, self.clock()), saved.position)
+                self._check_in(*outcome.aggregates)
+                return written
         raise ContentionError(
             f"task {task_id} kept changing under {self.max_attempts} attempts; try again"
         )
+
+    def _check_out_task(self, task_id: UUID, org: str | None) -> Task:
+        task = self._check_out(Task, task_id)
+        if task is None or not can_see(org, task.org):
+            if task is not None:
+                self._check_in(task)
+            raise TaskNotFoundError(task_id)
+        return task
 
     def _load(self, task_id: UUID, *, org: str | None = None, version: int | None = None) -> Task:
         task = self._find(Task, task_id, version=version)
@@ -284,6 +389,14 @@ class TaskLedger(ApiKeyLedger):
         if version == 0:
             self._load(task_id)  # unknown task → not found; known → it did not exist yet
         return version
+
+
+def _check_expected_version(task: Task, expected_version: int | None) -> None:
+    if expected_version is not None and expected_version != task.version:
+        raise VersionMismatchError(
+            f"expected version {expected_version}, but the task is at version {task.version}",
+            current_status=task.status.value,
+        )
 
 
 def _saved_version(aggregate: Any) -> int:

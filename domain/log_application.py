@@ -11,7 +11,7 @@ decide, save with optimistic concurrency, retry a lost race after a back-off
 (re-reading the store), and recognise our own commit after a lost acknowledgement
 by the command id every event carries. A keyed request's answer is saved in the
 same write as its chunk, in this store: a retry finds the answer and stores nothing
-twice.
+twice. Appends arriving together share one transaction (`domain.group_commit`).
 
 Reads page through the store a bounded number of events at a time, so a whole log
 can be streamed out in constant memory however large it is.
@@ -29,6 +29,7 @@ from uuid import UUID
 
 from domain.application_errors import ContentionError
 from domain.context import command_scope
+from domain.group_commit import DEFAULT_MAX_GROUP_EVENTS, DEFAULT_MAX_WAIT_SECONDS
 from domain.idempotency import IdempotentRequest
 from domain.logs import (
     LogChunkAppended,
@@ -129,10 +130,17 @@ class StepLogs(ResilientApplication):
         *,
         clock: Clock = utc_now,
         max_bytes_per_step: int = DEFAULT_MAX_BYTES_PER_STEP,
+        group_commit_max_events: int = DEFAULT_MAX_GROUP_EVENTS,
+        group_commit_max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
     ) -> None:
         self.max_bytes_per_step = max_bytes_per_step
         self._heads = HeadCache(HEAD_CACHE_SIZE)
-        super().__init__(env, clock)
+        super().__init__(
+            env,
+            clock,
+            group_commit_max_events=group_commit_max_events,
+            group_commit_max_wait_seconds=group_commit_max_wait_seconds,
+        )
 
     # ------------------------------------------------------------------ commands
 

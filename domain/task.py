@@ -8,12 +8,14 @@ year's events never re-runs today's checks.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import field
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.chain import GENESIS, hashed_entry, json_entry_hash
 from domain.errors import (
     ConflictError,
     InvalidRequestError,
@@ -48,11 +50,35 @@ def deadline_of(started_at: datetime, timeout_seconds: int) -> datetime:
 class Task(Aggregate):
     """A recorded operation of the platform, immediate or executable."""
 
+    # The hash of the latest event: the next event chains to it (snapshots carry it).
+    head_hash: str = GENESIS
+
     class Event(StampedEvent, Aggregate.Event):
-        pass
+        """A task event, chained: it carries the hash before it and its own (domain.chain).
+
+        The hash is computed once, when the event is triggered; a stored event is
+        decoded without `__init__`, so it keeps the hash it was stored with, and
+        verification can compare the two.
+        """
+
+        prev_hash: str = field(default=GENESIS, kw_only=True)
+        hash: str | None = field(default=None, init=False)
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            object.__setattr__(self, "hash", json_entry_hash(hashed_entry(self)))
+
+        def mutate(self, aggregate: Any) -> Any:
+            aggregate = super().mutate(aggregate)
+            aggregate.head_hash = self.hash
+            return aggregate
 
     class Created(Event, Aggregate.Created):
         pass
+
+    def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
+        # Every later event chains to the one before; Created chains to GENESIS.
+        super().trigger_event(event_class, prev_hash=self.head_hash, **kwargs)
 
     # ------------------------------------------------------------------ creation
 

@@ -9,22 +9,9 @@ from datetime import datetime
 from typing import Any
 
 from domain.api_key import ApiKey
+from domain.chain import event_data
 from domain.task import Task
 from domain.work import Job, Step
-
-# Fields every event carries; everything else is the event's own data.
-_ENVELOPE = frozenset(
-    {
-        "originator_id",
-        "originator_version",
-        "originator_topic",
-        "timestamp",
-        "actor",
-        "command_id",
-        "request_id",
-        "occurred_at",
-    }
-)
 
 
 def duration_seconds(
@@ -104,7 +91,12 @@ def task_view(task: Task, now: datetime) -> dict[str, Any]:
 
 
 def event_view(domain_event: Any) -> dict[str, Any]:
-    """One stored event as a timeline entry (without its global position)."""
+    """One stored event as a timeline entry (without its global position).
+
+    `data` is in its JSON form already (times as RFC 3339 text, ids as text): exactly
+    what the event's hash covers, so the entry a reader gets recomputes to `hash`.
+    Events of other aggregates (API keys) are not chained: their hashes are None.
+    """
     state = domain_event.__dict__
     return {
         "task_id": domain_event.originator_id,
@@ -114,7 +106,11 @@ def event_view(domain_event: Any) -> dict[str, Any]:
         "occurred_at": state.get("occurred_at") or domain_event.timestamp,
         "actor": state.get("actor"),
         "request_id": state.get("request_id"),
-        "data": {k: v for k, v in state.items() if k not in _ENVELOPE},
+        "data": event_data(state),
+        "prev_hash": state.get("prev_hash"),
+        "hash": state.get("hash"),
+        # Whole here; a reader's copy without system work says so (api.presenters).
+        "redacted": False,
     }
 
 

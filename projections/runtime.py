@@ -23,6 +23,8 @@ from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.utils import Environment
 
 from projections.batched import BatchedProjection
+from projections.chain_heads import ChainHeadsProjection, ChainHeadView
+from projections.chain_heads_sql import PostgresChainHeads, SQLiteChainHeads
 from projections.coordination import (
     Coordinator,
     FileLockCoordinator,
@@ -44,6 +46,7 @@ CATALOGUE: dict[str, tuple[type[BatchedProjection[Any]], type, type]] = {
     "task_list": (TaskListProjection, PostgresTaskList, SQLiteTaskList),
     "event_feed": (EventFeedProjection, PostgresEventFeed, SQLiteEventFeed),
     "deadlines": (DeadlineProjection, PostgresDeadlines, SQLiteDeadlines),
+    "chain_heads": (ChainHeadsProjection, PostgresChainHeads, SQLiteChainHeads),
 }
 REBUILD_BATCH_SIZE = 2000
 
@@ -127,6 +130,10 @@ class Projections:
     @property
     def deadlines(self) -> DeadlineView:
         return self.projections["deadlines"].view  # type: ignore[no-any-return]
+
+    @property
+    def chain_heads(self) -> ChainHeadView:
+        return self.projections["chain_heads"].view  # type: ignore[no-any-return]
 
     def coordinator(self, name: str, *, listen: bool = True) -> Coordinator:
         """A new election (and, with `listen`, wake-ups on new events) for one role."""

@@ -5,9 +5,25 @@ on PostgreSQL the tables are named after each application; on SQLite, where the
 library's table names are fixed, the log streams get a file of their own.
 
 On PostgreSQL the library's factory is used through a thin subclass,
-`PostgresStoreFactory`, that gives up at once when no connection can be had: the
-library retries every read and write ten times, and each retry would wait the whole
-connect timeout again, so an unreachable server took a minute or more to report.
+`PostgresStoreFactory`, that gives up at once when no connection can be had, when the
+pool already has too many requests waiting, or when the event table stays locked past
+`lock_timeout`: the library retries every read and write ten times, and each retry
+would wait the whole timeout again, so an unreachable server took a minute or more to
+report and a locked table held a write for ten lock timeouts.
+
+Both factories (PostgreSQL, SQLite) make every event and snapshot table they create
+append-only (`store.append_only`); tracking and read-model tables stay writable.
+
+A PostgreSQL URL takes these query options (all optional, whole numbers):
+
+| option | default | meaning |
+| --- | --- | --- |
+| `schema` | `public` | the schema of the tables (must exist) |
+| `connect_timeout` | 3 | seconds to wait for a connection, from the pool or a new one |
+| `lock_timeout` | 3 | seconds a statement waits for a lock (a write: the event table's) |
+| `pool_size` | 2 | connections kept open per application and process |
+| `max_overflow` | 8 | extra connections opened under load |
+| `max_waiting` | 50 | requests queued for a connection; more fail at once |
 """
 
 from __future__ import annotations
@@ -19,34 +35,74 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from eventsourcing.persistence import OperationalError
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    ApplicationRecorder,
+    OperationalError,
+    ProcessRecorder,
+)
 from eventsourcing.postgres import PostgresDatastore, PostgresFactory
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteFactory
 from eventsourcing.utils import Environment, EnvType, get_topic
-from psycopg_pool import PoolTimeout
+from psycopg.errors import LockNotAvailable
+from psycopg.sql import SQL
+from psycopg_pool import PoolTimeout, TooManyRequests
 
 from domain.store_errors import StoreUnreachableError
+from store.append_only import protect_postgres_table, protect_sqlite_table
 from store.postgres_recorder import UnpipelinedPostgresRecorder
 
-DEFAULT_CONNECT_TIMEOUT = 5
+# A write that finds the pool exhausted waits this long for a connection, then 503.
+DEFAULT_CONNECT_TIMEOUT = 3
+# URL query options of a PostgreSQL store: name → (default, smallest allowed value).
+POSTGRES_OPTIONS: dict[str, tuple[int, int]] = {
+    "connect_timeout": (DEFAULT_CONNECT_TIMEOUT, 1),
+    # A write waiting longer than this for the event table's lock answers 503: a table
+    # locked by a stuck session or an operator must not hold every writer for ever.
+    "lock_timeout": (3, 1),
+    # Two connections kept open, up to ten under load, per application and process:
+    # `--workers 4` with the task and log applications stays at 80, under PostgreSQL's
+    # default max_connections of 100.
+    "pool_size": (2, 1),
+    "max_overflow": (8, 0),
+    "max_waiting": (50, 0),
+}
+
+
+class StoreBusyError(StoreUnreachableError):
+    """Raised when the event table stayed locked past `lock_timeout`, or when too many
+    requests already wait for a connection: the store is there but cannot take the
+    write now (the API answers 503, as for an unreachable store)."""
 
 
 class _FailFastPostgresDatastore(PostgresDatastore):
-    """The library's datastore, raising StoreUnreachableError when the pool times out."""
+    """The library's datastore, giving up at once (no retries) on a pool timeout, a full
+    pool queue or a lock timeout, and bounding every statement's wait for a lock."""
 
     @contextmanager
     def get_connection(self) -> Iterator[Any]:
         try:
             with super().get_connection() as conn:
+                if self.lock_timeout and not getattr(conn, "tasktrail_lock_timeout", False):
+                    # The library bounds only its writes' LOCK TABLE; a read behind an
+                    # ACCESS EXCLUSIVE lock (an operator's LOCK TABLE, DDL) would wait
+                    # for ever. Set once per connection, for the whole session.
+                    conn.execute(SQL("SET lock_timeout = '{}s'").format(self.lock_timeout))
+                    conn.tasktrail_lock_timeout = True  # type: ignore[attr-defined]
                 yield conn
         except OperationalError as error:
-            if isinstance(error.__cause__, PoolTimeout):
+            cause = error.__cause__
+            if isinstance(cause, TooManyRequests | LockNotAvailable):
+                raise StoreBusyError(str(error)) from error
+            if isinstance(cause, PoolTimeout):
                 raise StoreUnreachableError(str(error)) from error
             raise
 
 
 class PostgresStoreFactory(PostgresFactory):
-    """`eventsourcing.postgres`, failing fast when PostgreSQL cannot be reached, and
-    writing without psycopg's pipeline (see `store.postgres_recorder`)."""
+    """`eventsourcing.postgres`, failing fast when PostgreSQL cannot be reached, writing
+    without psycopg's pipeline (see `store.postgres_recorder`), and making every event
+    and snapshot table it creates append-only."""
 
     application_recorder_class = UnpipelinedPostgresRecorder
 
@@ -55,6 +111,43 @@ class PostgresStoreFactory(PostgresFactory):
         # The subclass only overrides a method, so the datastore the library built
         # (with every setting it parsed from the environment) can simply take it on.
         self.datastore.__class__ = _FailFastPostgresDatastore
+
+    def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
+        return self._append_only(super().aggregate_recorder(purpose))
+
+    def application_recorder(self) -> ApplicationRecorder:
+        return self._append_only(super().application_recorder())
+
+    def process_recorder(self) -> ProcessRecorder:
+        return self._append_only(super().process_recorder())
+
+    def _append_only(self, recorder: Any) -> Any:
+        if self.env_create_table():
+            protect_postgres_table(self.datastore, recorder.events_table_name)
+        return recorder
+
+
+class SQLiteStoreFactory(SQLiteFactory):
+    """`eventsourcing.sqlite`, making every event and snapshot table it creates append-only."""
+
+    def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
+        return self._append_only(super().aggregate_recorder(purpose))
+
+    def application_recorder(self) -> ApplicationRecorder:
+        return self._append_only(super().application_recorder())
+
+    def process_recorder(self) -> ProcessRecorder:
+        return self._append_only(super().process_recorder())
+
+    def _append_only(self, recorder: Any) -> Any:
+        if self.env_create_table():
+            protect_sqlite_table(
+                self.datastore,
+                recorder.events_table_name,
+                # The snapshot table is WITHOUT ROWID; the application's has one.
+                has_rowid=isinstance(recorder, SQLiteApplicationRecorder),
+            )
+        return recorder
 
 
 @dataclass(frozen=True)
@@ -71,6 +164,10 @@ class StoreConfig:
     pg_schema: str = ""
     # Seconds to wait for a connection (from the pool, or a new one) before giving up.
     pg_connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
+    pg_lock_timeout: int = POSTGRES_OPTIONS["lock_timeout"][0]
+    pg_pool_size: int = POSTGRES_OPTIONS["pool_size"][0]
+    pg_max_overflow: int = POSTGRES_OPTIONS["max_overflow"][0]
+    pg_max_waiting: int = POSTGRES_OPTIONS["max_waiting"][0]
     # Whether opening the store creates its missing tables (the library's CREATE_TABLE).
     # `serve` and `worker` create them once, under a lock (`api.migrate`), and then open
     # the store without, so processes starting together never race on DDL.
@@ -90,9 +187,7 @@ class StoreConfig:
             return cls(backend="sqlite", sqlite_path=Path(raw))
         if scheme in ("postgresql", "postgres"):
             query = parse_qs(parts.query)
-            timeout = query.get("connect_timeout", [str(DEFAULT_CONNECT_TIMEOUT)])[0]
-            if not timeout.isdigit() or int(timeout) < 1:
-                raise ValueError(f"connect_timeout must be a whole number of seconds: {timeout!r}")
+            options = _postgres_options(query)
             return cls(
                 backend="postgres",
                 pg_host=parts.hostname or "127.0.0.1",
@@ -101,7 +196,11 @@ class StoreConfig:
                 pg_password=unquote(parts.password or ""),
                 pg_dbname=parts.path.lstrip("/") or "postgres",
                 pg_schema=query.get("schema", [""])[0],
-                pg_connect_timeout=int(timeout),
+                pg_connect_timeout=options["connect_timeout"],
+                pg_lock_timeout=options["lock_timeout"],
+                pg_pool_size=options["pool_size"],
+                pg_max_overflow=options["max_overflow"],
+                pg_max_waiting=options["max_waiting"],
             )
         raise ValueError(
             f"unsupported database URL scheme {scheme!r}: use memory://, sqlite:/// or postgresql://"
@@ -118,7 +217,7 @@ class StoreConfig:
                 path = path.with_name(f"{path.stem}.{purpose}{path.suffix or '.sqlite'}")
             path.parent.mkdir(parents=True, exist_ok=True)
             return {
-                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "PERSISTENCE_MODULE": get_topic(SQLiteStoreFactory),
                 "SQLITE_DBNAME": str(path),
                 "SQLITE_LOCK_TIMEOUT": "10",
                 "CREATE_TABLE": "y" if self.create_tables else "n",
@@ -134,13 +233,10 @@ class StoreConfig:
             # The library uses this as the pool's wait for a connection (not libpq's
             # connect_timeout): it bounds how long an unreachable server takes to report.
             "POSTGRES_CONNECT_TIMEOUT": str(self.pg_connect_timeout),
-            # Two connections kept open, up to ten under load, per application and
-            # process: `--workers 4` with the task and log applications stays at 80,
-            # under PostgreSQL's default max_connections of 100.
-            "POSTGRES_POOL_SIZE": "2",
-            "POSTGRES_MAX_OVERFLOW": "8",
-            "POSTGRES_MAX_WAITING": "50",
-            "POSTGRES_LOCK_TIMEOUT": "5",
+            "POSTGRES_POOL_SIZE": str(self.pg_pool_size),
+            "POSTGRES_MAX_OVERFLOW": str(self.pg_max_overflow),
+            "POSTGRES_MAX_WAITING": str(self.pg_max_waiting),
+            "POSTGRES_LOCK_TIMEOUT": str(self.pg_lock_timeout),
             "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
             "POSTGRES_PRE_PING": "y",
             "CREATE_TABLE": "y" if self.create_tables else "n",
@@ -153,3 +249,14 @@ class StoreConfig:
             f"host={self.pg_host} port={self.pg_port} user={self.pg_user} "
             f"dbname={self.pg_dbname}{password}"
         )
+
+
+def _postgres_options(query: dict[str, list[str]]) -> dict[str, int]:
+    """The whole-number query options of a PostgreSQL URL, each checked, with defaults."""
+    options = {}
+    for name, (default, smallest) in POSTGRES_OPTIONS.items():
+        raw = query.get(name, [str(default)])[0]
+        if not raw.isdigit() or int(raw) < smallest:
+            raise ValueError(f"{name} must be a whole number, at least {smallest}: {raw!r}")
+        options[name] = int(raw)
+    return options

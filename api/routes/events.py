@@ -23,8 +23,9 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import Reader, ServicesDep
 from api.errors import ProblemError
 from api.feed_schemas import FeedEvent, FeedPage
-from api.presenters import wants_system
+from api.presenters import marked_redacted, wants_system
 from api.projection_reads import READ_PROBLEMS, EventFeedAt, IncludeSystem
+from api.schemas import MAX_VERSION, ORG_PATTERN
 from api.visibility import visible_event
 from projections.event_feed import FeedRow, OrgEventView
 from projections.sql import dumps
@@ -33,27 +34,40 @@ router = APIRouter(prefix="/v1/events", tags=["event feed"])
 
 STREAM_PAGE = 500
 Org = Annotated[
-    str | None, Query(description="The org to read (platform tokens only, and required there).")
+    str | None,
+    Query(
+        pattern=ORG_PATTERN,
+        description="The org to read (platform tokens only, and required there).",
+    ),
 ]
-After = Annotated[int, Query(ge=0, description="Only events after this global position.")]
+After = Annotated[
+    int, Query(ge=0, le=MAX_VERSION, description="Only events after this global position.")
+]
 TaskFilter = Annotated[UUID | None, Query(description="Only this task's events.")]
 TypeFilter = Annotated[
     str | None, Query(max_length=200, description="Only events of this type (e.g. TaskFinished).")
 ]
 
 
+def visible_entry(row: FeedRow, include_system: bool) -> dict[str, Any] | None:
+    """The entry as this reader may see it (None: wholly about system work)."""
+    entry = json.loads(row.entry)
+    if include_system:
+        return entry
+    visible = visible_event(entry, row.shape or {"jobs": []}, False)
+    return None if visible is None else marked_redacted(visible, entry)
+
+
 def entry_text(row: FeedRow, include_system: bool) -> str | None:
     """The entry as this reader may see it, as JSON text (None: wholly about system work)."""
     if include_system or row.shape is None:
         return row.entry
-    visible = visible_event(json.loads(row.entry), row.shape, False)
+    visible = visible_entry(row, include_system)
     return None if visible is None else dumps(visible)
 
 
 def _entries(rows: list[FeedRow], include_system: bool) -> list[dict[str, Any]]:
-    if include_system:
-        return [json.loads(row.entry) for row in rows]
-    shown = (visible_event(json.loads(r.entry), r.shape or {"jobs": []}, False) for r in rows)
+    shown = (visible_entry(row, include_system) for row in rows)
     return [entry for entry in shown if entry is not None]
 
 
@@ -144,7 +158,11 @@ async def stream_events(
     include_system: IncludeSystem = False,
     last_event_id: Annotated[
         str | None,
-        Header(alias="Last-Event-ID", description="Resume after this event (its position)."),
+        Header(
+            alias="Last-Event-ID",
+            max_length=20,
+            description="Resume after this event (its position).",
+        ),
     ] = None,
 ) -> StreamingResponse:
     """The org's events live, as Server-Sent Events whose `id` is the global position."""

@@ -225,7 +225,11 @@ async def stream_log(
     after: After = 0,
     last_event_id: Annotated[
         str | None,
-        Header(alias="Last-Event-ID", description="Resume after this seq (the last `id` seen)."),
+        Header(
+            alias="Last-Event-ID",
+            max_length=20,
+            description="Resume after this seq (the last `id` seen).",
+        ),
     ] = None,
 ) -> StreamingResponse:
     """A step's log live, as Server-Sent Events (`id` = seq), until the step is terminal."""

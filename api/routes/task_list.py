@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, Field
 
 from api.deps import LedgerDep, Reader, ServicesDep
 from api.errors import ProblemError
@@ -20,7 +20,7 @@ from api.projection_reads import (
     not_yet_visible,
     wait_for_position,
 )
-from api.schemas import Problem, TaskSummary
+from api.schemas import ORG_PATTERN, Problem, TaskSummary
 from api.visibility import visible_failure
 from domain.status import Status
 from projections.stream_positions import last_position
@@ -37,9 +37,15 @@ from projections.task_list import (
 router = APIRouter(prefix="/v1/tasks", tags=["task list"])
 
 PROBLEMS = {**READ_PROBLEMS, 404: {"model": Problem, "description": "No such task in the org"}}
+# `key:value`: the longest label key (100) and value (500) a task can have, and the colon.
+MAX_LABEL_FILTER = 601
 Text = Annotated[str | None, Query(min_length=1, max_length=200)]
 Org = Annotated[
-    str | None, Query(description="The org to read (platform tokens only, and required there).")
+    str | None,
+    Query(
+        pattern=ORG_PATTERN,
+        description="The org to read (platform tokens only, and required there).",
+    ),
 ]
 
 
@@ -86,7 +92,7 @@ def list_tasks(
     origin_task_id: UUID | None = None,
     rerun_of: UUID | None = None,
     label: Annotated[
-        list[str] | None,
+        list[Annotated[str, Field(max_length=MAX_LABEL_FILTER)]] | None,
         Query(max_length=32, description="`key:value`; repeatable (all must match)."),
     ] = None,
     created_after: AwareDatetime | None = None,

@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 
 from api.deps import LedgerDep, Reader
-from api.presenters import wants_system
+from api.presenters import marked_redacted, wants_system
 from api.routes.tasks import PROBLEMS, IncludeSystem
 from api.schemas import MAX_VERSION, TimelinePage
 from api.visibility import visible_event
@@ -37,6 +37,7 @@ def get_timeline(
     for event in events:
         visible = visible_event(event, task, show_system)
         if visible is not None:
-            shown.append({**visible, "position": positions[event["version"]]})
+            position = positions[event["version"]]
+            shown.append({**marked_redacted(visible, event), "position": position})
     next_after = events[-1]["version"] if len(events) == limit else None
     return TimelinePage.model_validate({"events": shown, "next_after_version": next_after})

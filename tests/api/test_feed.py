@@ -97,7 +97,9 @@ def test_export_is_every_event_of_the_org_as_ndjson_for_auditors(api: Api) -> No
     response = api.call("GET", f"/v1/export?min_position={at}", "auditor")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/x-ndjson"
-    lines = [json.loads(line) for line in response.text.splitlines()]
+    *lines, trailer = [json.loads(line) for line in response.text.splitlines()]
+    # The last line is the export's own checkpoint (tests/api/test_checkpoints.py).
+    assert set(trailer) == {"checkpoint", "public_key", "algorithm"}
     everything = feed(api, "include_system=true&limit=1000", "auditor")["events"]
     assert lines == everything
     assert int(response.headers["x-export-until"]) >= at
@@ -106,7 +108,7 @@ def test_export_is_every_event_of_the_org_as_ndjson_for_auditors(api: Api) -> No
     # Bounds.
     middle = lines[len(lines) // 2]["position"]
     bounded = api.call("GET", f"/v1/export?after={middle}&until={at}", "admin").text.splitlines()
-    assert [json.loads(x)["position"] for x in bounded] == [
+    assert [json.loads(x)["position"] for x in bounded[:-1]] == [
         e["position"] for e in lines if middle < e["position"] <= at
     ]
     # Auditors and admins only; platform tokens name the org.

@@ -9,7 +9,7 @@ import pytest
 
 from api import cli
 from domain.application import TaskLedger
-from projections.runtime import Projections
+from projections.runtime import CATALOGUE, Projections
 from store.config import StoreConfig
 
 
@@ -31,11 +31,7 @@ def test_migrate_is_idempotent_and_leaves_a_store_that_opens_without_ddl(
     try:
         projections = Projections(store, ledger)
         try:
-            assert {row["name"] for row in projections.status()} == {
-                "task_list",
-                "event_feed",
-                "deadlines",
-            }
+            assert {row["name"] for row in projections.status()} == set(CATALOGUE)
         finally:
             projections.close()
         assert ledger.recorder.max_notification_id() in (None, 0)

@@ -83,7 +83,7 @@ def test_metrics_expose_every_family_by_route_template(api: Api) -> None:
     assert value(families, "tasktrail_events_appended_total", app="tasks") >= 1
     assert value(families, "tasktrail_timeouts_fired_total") == 0
     lags = {s.labels["projection"] for s in families["tasktrail_projection_lag_events"]}
-    assert lags == {"task_list", "event_feed", "deadlines"}
+    assert lags == {"task_list", "event_feed", "deadlines", "chain_heads"}
 
 
 def test_metrics_follow_the_store_and_the_domain_counters(api: Api) -> None:
@@ -118,7 +118,12 @@ def test_readyz_reports_positions_and_lag(api: Api) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "ready" and body["position"] >= 1
-    assert {p["name"] for p in body["projections"]} == {"task_list", "event_feed", "deadlines"}
+    assert {p["name"] for p in body["projections"]} == {
+        "task_list",
+        "event_feed",
+        "deadlines",
+        "chain_heads",
+    }
 
 
 @pytest.mark.parametrize("supplied", [True, False], ids=["supplied", "generated"])

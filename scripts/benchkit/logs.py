@@ -1,31 +1,25 @@
-"""Benchmarks step logs on PostgreSQL against a real `tasktrail serve` process.
+"""`scripts/bench --logs`: step logs on PostgreSQL against a real `tasktrail serve`.
 
-    .venv/bin/python scripts/bench_logs.py [--url postgresql://...] [--chunks 3000]
-                                           [--download-mib 200] [--workers 1] [--keep]
+(Formerly `scripts/bench_logs.py`.) Not part of the figures of the main run: logs
+have no target in the performance issue, but their throughput and the server's
+memory while it streams a large log are worth watching.
 
-1. Creates a fresh schema and starts `tasktrail serve` on a free loopback port over it
-   (its own process, so its memory can be watched from /proc).
+1. On a fresh database, starts `tasktrail serve` (its own process, so its memory can
+   be watched from /proc).
 2. Append throughput with 4 KiB chunks: one client appending in turn to one step
    over HTTP (keep-alive), eight clients each on a step of its own, and the
    application alone (in this process, no HTTP). Prints chunks/s and MiB/s.
-3. Download: fills a step's log with `--download-mib` MiB of 1 MiB chunks (through
+3. Download: fills a step's log with `download_mib` MiB of 1 MiB chunks (through
    HTTP), another with a quarter of that (to show the memory does not grow with the
    log), and a third with 4 KiB chunks (written through the domain in big
    transactions, for speed). Then each is downloaded with `?format=text` from a fresh
    server process, while its resident memory is sampled every 5 ms. Prints the RSS
    before, the peak during the download, and the download's rate.
-
-Not part of the test suite. The schema is dropped at the end unless `--keep`.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,17 +27,14 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
-import psycopg
-from psycopg import sql
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from benchkit.databases import fresh_database
+from benchkit.servers import ADMIN_TOKEN, Process, rss_kib, tasktrail_env
 from domain.log_application import StepLogs
 from domain.logs import LoggedStep, StepLog
 from store.config import StoreConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-ADMIN = "tt_admin_bench-logs"
+ADMIN = ADMIN_TOKEN
 MIB = 1024 * 1024
 
 
@@ -54,58 +45,19 @@ def chunk_of(size: int) -> str:
     return text + "." * (size - len(text.encode()))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class Server(Process):
+    """`tasktrail serve` with room for very large logs."""
 
-
-def rss_kib(pid: int) -> int:
-    """Resident memory of the server: the process and its children (workers), in KiB."""
-    total = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            total += int(line.split()[1])
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            total += rss_kib(int(child))
-    return total
-
-
-class Server:
     def __init__(self, url: str, var_dir: Path, workers: int = 1):
         self.var_dir = var_dir
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
         env = {
-            **os.environ,
-            "TASKTRAIL_DATABASE_URL": url,
-            "TASKTRAIL_ADMIN_TOKEN": ADMIN,
-            "TASKTRAIL_VAR_DIR": str(var_dir),
-            "TASKTRAIL_LOG_LEVEL": "warning",
+            **tasktrail_env(url, var_dir),
             "TASKTRAIL_LOG_MAX_BYTES_PER_STEP": str(2 * 1024 * MIB),
         }
-        tasktrail = ROOT / ".venv" / "bin" / "tasktrail"
-        self.process = subprocess.Popen(
-            [str(tasktrail), "serve", "--port", str(self.port), "--workers", str(workers)],
-            env=env,
-            cwd=str(var_dir),
+        tasktrail = str(Path(sys.executable).with_name("tasktrail"))
+        super().__init__(
+            "tasktrail-logs", [tasktrail, "serve", "--workers", str(workers)], env, var_dir
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise SystemExit("tasktrail serve did not start")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
 
 
 def plan(steps: int) -> list[dict[str, Any]]:
@@ -251,31 +203,11 @@ def bench_download(server: Server, url: str, mib: int) -> None:
             fresh.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--chunks", type=int, default=3000)
-    parser.add_argument("--download-mib", type=int, default=200)
-    parser.add_argument("--workers", type=int, default=1, help="server worker processes")
-    parser.add_argument("--keep", action="store_true")
-    args = parser.parse_args()
-    schema = f"bench_logs_{uuid4().hex[:8]}"
-    conninfo = StoreConfig.from_url(args.url).conninfo()
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    separator = "&" if "?" in args.url else "?"
-    url = f"{args.url}{separator}schema={schema}"
-    print(f"schema {schema}")
-    server = Server(url, Path(tempfile.mkdtemp(prefix="bench-logs-")), args.workers)
-    try:
-        bench_appends(server, url, args.chunks)
-        bench_download(server, url, args.download_mib)
-    finally:
-        server.stop()
-        if not args.keep:
-            with psycopg.connect(conninfo, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-
-
-if __name__ == "__main__":
-    main()
+def bench_logs(chunks: int, download_mib: int, workers: int = 1) -> None:
+    with fresh_database("postgres") as db:
+        server = Server(db.url, db.workdir, workers)
+        try:
+            bench_appends(server, db.url, chunks)
+            bench_download(server, db.url, download_mib)
+        finally:
+            server.stop()

@@ -1,0 +1,1 @@
+"""Integrity: hash chains, their verification, signed checkpoints and offline bundles."""
