@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError, Recording
+from eventsourcing.persistence import IntegrityError, OperationalError, Recording
 
 DEFAULT_MAX_GROUP_EVENTS = 5000
 DEFAULT_MAX_WAIT_SECONDS = 0.0
@@ -133,12 +133,7 @@ class GroupCommitter:
             self._last_group_size = len(group)
         try:
             self._write_group(group)
-        except BaseException as error:  # even an interrupt must not strand the followers
-            for submission in group:
-                if not submission.outcomes:
-                    submission.outcomes = [error] * len(submission.members)
-            raise
-        finally:
+        finally:  # even an interrupt must not strand the followers
             with self._lock:
                 if self._queue:
                     self._queue[0].leads = True
@@ -169,7 +164,13 @@ class GroupCommitter:
         members: list[tuple[_Submission, int, Member]] = []
         streams: set[UUID] = set()
         for submission in group:
-            submission.outcomes = [() for _ in submission.members]
+            # Until a member's outcome is known, it is "unknown": a write interrupted
+            # half way leaves its members to look for their own events, as after a
+            # dropped connection.
+            submission.outcomes = [
+                OperationalError("the write was interrupted; its outcome is unknown")
+                for _ in submission.members
+            ]
             for index, member in enumerate(submission.members):
                 if member.streams & streams:
                     # Two writes to one stream in one group: the later one cannot win.

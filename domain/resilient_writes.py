@@ -11,11 +11,12 @@ before it reloads and re-applies. A keyed request's answer (`IdempotentAnswer`) 
 saved in the same write as the changes it answers, so a retry finds one or neither.
 
 Writes go through a `GroupCommitter` (`domain.group_commit`): concurrent commands
-share one transaction, and each still sees the outcome of its own write. The
-aggregates a command saves are copies (the repository copies out of its cache, and
-with fast-forward a save never puts anything in it), so a write that fails leaves
-nothing unsaved behind for a later read; a failed group gives its members their
-pending events back, so each can be written again alone.
+share one transaction, and each still sees the outcome of its own write. A command
+works on an aggregate nobody else holds (checked out of the cache, or a copy: see
+`CommandRepository`), which goes back to the cache only once its changes are
+stored, so a write that fails leaves nothing unsaved behind for a later read; a
+failed group gives its members their pending events back, so each can be written
+again alone.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from eventsourcing.application import (
     Application,
     ProcessingEvent,
     Repository,
-    project_aggregate,
 )
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Recording, Transcoder
@@ -104,6 +104,17 @@ class Write:
 WriteOutcome = Saved | None | Exception
 
 
+def mutate_all(aggregate: Any, events: Iterable[Any]) -> Any:
+    """The library's `project_aggregate`, without its per-event runtime protocol check.
+
+    That `assert isinstance(event, CanMutateProtocol)` cost more than applying the
+    event (a profile of batch ingest: ≈ 6% of the CPU, in replays for snapshots).
+    """
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
+
+
 class CommandRepository(ConsistentRepository):
     """The consistent repository, with cheaper copies, and check-out for commands.
 
@@ -119,6 +130,7 @@ class CommandRepository(ConsistentRepository):
     """
 
     def get(self, aggregate_id: UUID, *, version: int | None = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("projector_func", mutate_all)
         if self.cache is None or version is not None or not self.deepcopy_from_cache:
             return super().get(aggregate_id, version=version, **kwargs)
         with self._stripes[hash(aggregate_id) % self._STRIPES]:
@@ -128,17 +140,17 @@ class CommandRepository(ConsistentRepository):
     def check_out(self, aggregate_id: UUID) -> Any:
         """The aggregate as stored now, for one command to change: no one else has it."""
         if self.cache is None:
-            return super().get(aggregate_id)
+            return super().get(aggregate_id, projector_func=mutate_all)
         with self._stripes[hash(aggregate_id) % self._STRIPES]:
             try:
                 cached: Any = self.cache.get(aggregate_id, evict=True)
             except KeyError:
                 cached = None
         if cached is None:
-            projector: Any = project_aggregate
+            projector: Any = mutate_all
             return self._reconstruct_aggregate(aggregate_id, None, projector)
         newer = self.event_store.get(originator_id=aggregate_id, gt=cached.version)
-        aggregate = project_aggregate(cached, newer)
+        aggregate = mutate_all(cached, newer)
         if aggregate is None:
             raise AggregateNotFoundError(aggregate_id)
         return aggregate
@@ -416,8 +428,10 @@ class ResilientApplication(Application[UUID]):
     def _take_missed_snapshots(self, aggregate: Any, saved_version: int) -> None:
         """Takes the snapshots that fell due in the versions a write stored.
 
-        Writers take their own snapshots after their commit (see `_write_events`),
-        and a write whose acknowledgement was lost takes the ones it skipped.
+        Writers take their own snapshots after their commit (see `_write_items`),
+        and a write whose acknowledgement was lost takes the ones it skipped. The
+        writer's aggregate is the stored state at its version: a snapshot there is
+        taken from it, without replaying the stream.
         """
         interval = self.snapshotting_intervals.get(type(aggregate))
         if not interval or self.snapshots is None:
@@ -426,7 +440,13 @@ class ResilientApplication(Application[UUID]):
             if version % interval == 0:
                 # Only an optimisation: a failure (or a snapshot already there) is harmless.
                 with contextlib.suppress(IntegrityError, *STORE_ERRORS):
-                    self.take_snapshot(aggregate.id, version=version)
+                    if version == aggregate.version:
+                        snapshot_class: Any = getattr(
+                            type(aggregate), "Snapshot", self.snapshot_class
+                        )
+                        self.snapshots.put([snapshot_class.take(aggregate)])
+                    else:
+                        self.take_snapshot(aggregate.id, version=version, projector_func=mutate_all)
 
     def _max_position(self) -> int:
         with reading():

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from api.batch_schemas import BatchItemRefused, BatchItemStored, BatchRequest, BatchResult
 from api.deps import LedgerDep, RequestIdDep, Writer
 from api.errors import HANDLERS
 from api.idempotency import IdempotencyDep
-from api.routes.tasks import WRITE_PROBLEMS
+from api.routes.tasks import WRITE_PROBLEMS, json_response
 from domain.application import Reported, ReportItem
 from domain.work import Transition
 
@@ -32,7 +32,7 @@ def report_batch(
     idempotency: IdempotencyDep,
     request_id: RequestIdDep,
     request: Request,
-) -> BatchResult:
+) -> Response:
     """Report progress of several tasks at once (at most 1000 transitions in all).
 
     Always `200` once the request is valid: each item's own outcome is in `results`
@@ -79,10 +79,11 @@ def report_batch(
     positions = [r.position for r in results if isinstance(r, BatchItemStored) and r.position]
     answer = BatchResult(results=results, position=max(positions, default=None))
     if idempotency is not None:
-        # Stored after the items (a batch's answer is only known once they are): see
-        # the notes on batch ingest for the window this leaves.
+        # Stored after the items, not with them: a batch's answer is only known once
+        # they are. A crash in between leaves the items stored and the key unanswered;
+        # a retry re-applies them, and repeated transitions are no-ops (or 409s) per item.
         ledger.record_answer(idempotency.request(200), 200, answer.model_dump(mode="json"))
-    return answer
+    return json_response(answer)
 
 
 def _problem_for(request: Request, refusal: Exception) -> dict[str, Any]:

@@ -209,8 +209,15 @@ class Loader:
         """A flaky long-running task with about `events` events: 10 jobs of 10 steps,
         each job attempted again and again (nine steps done, the tenth started, then
         backed off), the way an executor's retries pile up history."""
-        task = self._task(0, jobs=INGEST_PLAN, title=title, now=NOW - timedelta(hours=3),
-                          labels={"env": "prod"}, silent=False, timeout_seconds=86400)  # fmt: skip
+        task = self._task(
+            0,
+            jobs=INGEST_PLAN,
+            title=title,
+            now=NOW - timedelta(hours=3),
+            labels={"env": "prod"},
+            silent=False,
+            timeout_seconds=86400,
+        )
         at = NOW - timedelta(hours=3)
         while task.version < events:
             for job in INGEST_PLAN:

@@ -4,9 +4,9 @@ On a fresh PostgreSQL database with a small feed and the same long tasks as the
 quick run, it profiles the rebuild of every projection (in this process), then
 starts `benchkit.profiled_serve` once per path and drives it with the load
 generator (16 clients, 5 s): the 1-transition ingest POST, the 100-transition
-batch POST, `GET /v1/tasks/{id}` of the 500-event task, and the first timeline
-page of the 5,000-event task. Each profile goes to DIR/<path>.txt and .html; the
-head of each is printed.
+batch POST, `GET /v1/tasks/{id}` of the 500-event task, the first timeline page
+of the 5,000-event task, and a page of 50 of `GET /v1/tasks?project=`. Each
+profile goes to DIR/<path>.txt and .html; the head of each is printed.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def profile(out_dir: Path) -> int:
             "batch": {"requests": batch_requests(data)},
             "get_task": {"repeat": ["GET", f"/v1/tasks/{data.read_task}", None]},
             "timeline": {"repeat": ["GET", f"/v1/tasks/{data.timeline_task}/timeline", None]},
+            "list": {"repeat": ["GET", "/v1/tasks?project=shop&limit=50", None]},
         }
         for name, spec in paths.items():
             say(f"  profiling {name}...")

@@ -425,6 +425,7 @@ def measure_ingest(
     server: Process, scale: Scale, data: Dataset, token: str, out: Outcome
 ) -> list[list[Any]]:
     say("  ingest: POST /v1/tasks/{id}/transitions, 1 transition a request, 16 clients...")
+    before = server.rss_mib()
     server.start_sampling()
     single_scripts = single_requests(data)
     single = timed(server, scale, token, requests=single_scripts)
@@ -476,6 +477,7 @@ def measure_ingest(
             peak,
             rule="max",
             goal=200.0,
+            notes=[f"{before:.0f} MB before them"],
         )
     )
     return single_scripts

@@ -266,11 +266,17 @@ def test_tokens_never_reach_the_logs(
 
     for token in used:
         for call in all_calls(victim):
-            call.send(api, {"Authorization": f"Bearer {token}"})
+            if not call.path.split("?")[0].endswith("/stream"):  # would follow a live log
+                call.send(api, {"Authorization": f"Bearer {token}"})
         # A client that wrongly puts its token in the URL: the log has the route, not the URL.
         api.client.get(f"/v1/tasks/{victim.task}?token={token}", headers=api.headers("admin"))
 
-    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    client_side = ("httpx", "httpx2", "httpcore")  # the test's own client logs its URLs
+    logged = "\n".join(
+        f"{r.getMessage()} {r.__dict__}"
+        for r in caplog.records
+        if r.name.split(".")[0] not in client_side
+    )
     assert "GET /v1/tasks/{task_id}" in logged
     for token in used:
         assert token not in logged

@@ -66,7 +66,7 @@ def running(*commands: Callable[[], Any]) -> Iterator[list[Any]]:
         try:
             with as_executor():
                 outcomes[index] = command()
-        except Exception as error:
+        except BaseException as error:  # an interrupted leader too
             outcomes[index] = error
 
     threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(commands)]
@@ -185,6 +185,42 @@ def test_a_failed_group_fails_every_caller_and_leaves_nothing_behind(
         cached = ledger.repository.cache.get(task_id) if ledger.repository.cache else None
         if cached is not None:
             assert cached.version == written.task["version"] and not cached.pending_events
+
+
+def test_an_interrupted_group_write_answers_every_member_and_hands_over(
+    ledger: TaskLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, *others = tasks(ledger, 3)
+    gate = Gate(ledger, monkeypatch)
+    gate.fail_next_group = KeyboardInterrupt()
+
+    with running(lambda: ledger.report(first, [queued()])):
+        assert gate.entered.wait(10)
+        with running(*[lambda t=t: ledger.report(t, [queued()]) for t in others]) as outcomes:
+            wait_for(lambda: ledger.committer.waiting == len(others))
+            gate.release.set()
+
+    # The member that led gets the interrupt; the other is told nothing was stored.
+    assert sorted(type(o).__name__ for o in outcomes) == [
+        "KeyboardInterrupt",
+        "StoreUnavailableError",
+    ]
+    assert all(ledger.get_task(t)["status"] != "queued" for t in others)
+    # Leadership was handed back: the next writes go through.
+    with as_executor():
+        assert [ledger.report(t, [queued()]).task["status"] for t in others] == ["queued"] * 2
+
+
+def test_a_lone_writer_never_waits_for_company(store_url: str) -> None:
+    ledger = TaskLedger(StoreConfig.from_url(store_url).env(), group_commit_max_wait_seconds=2.0)
+    try:
+        task_id = tasks(ledger, 1)[0]
+        started = time.monotonic()
+        with as_executor():
+            ledger.report(task_id, [queued()])
+        assert time.monotonic() - started < 1.0
+    finally:
+        ledger.close()
 
 
 def test_a_batch_is_one_write(ledger: TaskLedger, monkeypatch: pytest.MonkeyPatch) -> None:
