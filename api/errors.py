@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.application_errors import (
+    AnswerUnavailableError,
     ApiKeyNotFoundError,
     ContentionError,
     StoreUnavailableError,
@@ -29,6 +30,7 @@ from domain.errors import (
     TransitionRefusedError,
     UnknownTargetError,
 )
+from domain.store_errors import StoreUnreachableError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 logger = logging.getLogger("tasktrail.api")
@@ -118,6 +120,14 @@ def _unavailable(_: Request, exc: Exception) -> Response:
     if isinstance(exc, ContentionError):
         return problem(503, "Busy", str(exc), headers={"Retry-After": "1"})
     logger.warning("store unavailable: %s", exc)
+    if isinstance(exc, AnswerUnavailableError):
+        return problem(
+            503,
+            "Store unavailable",
+            "the write was stored, but the event store failed while its answer was read "
+            "back; retry with the same Idempotency-Key to get it",
+            headers={"Retry-After": "2"},
+        )
     if isinstance(exc, WriteOutcomeUnknownError):
         return problem(
             503,
@@ -165,6 +175,8 @@ HANDLERS: dict[type[Exception], Callable[[Request, Exception], Response]] = {
     ApiKeyNotFoundError: _not_found,
     ContentionError: _unavailable,
     StoreUnavailableError: _unavailable,
+    # A raw read of the store (outside the applications' retries) that found it gone.
+    StoreUnreachableError: _unavailable,
     OperationalError: _unavailable,
     InterfaceError: _unavailable,
     StarletteHTTPException: _http,

@@ -10,9 +10,14 @@ from api.schemas import ApiKeyCreated, TaskPublic
 from api.visibility import visible_task
 from domain.api_key import ApiKey
 from domain.application import TaskLedger, Written
+from domain.application_errors import AnswerUnavailableError, StoreUnavailableError
 from domain.idempotency import IdempotentAnswer
+from domain.store_errors import STORE_ERRORS
 from domain.views import key_view, task_view
 from projections.stream_positions import stream_positions
+
+# What reading a stored answer back may raise once the write is committed.
+READ_BACK_ERRORS: tuple[type[Exception], ...] = (StoreUnavailableError, *STORE_ERRORS)
 
 
 def position_of(ledger: TaskLedger, task_id: UUID, version: int) -> int | None:
@@ -70,9 +75,12 @@ def present_answer(ledger: TaskLedger, answer: IdempotentAnswer) -> TaskPublic |
 def present_write(ledger: TaskLedger, written: Written, answer_id: UUID | None) -> TaskPublic:
     """A write's answer; for a keyed write, the very answer its retries will get."""
     if answer_id is not None and written.position is not None:
-        answer = ledger.find_answer(answer_id)
-        if answer is not None and answer.body is None:
-            document = present_answer(ledger, answer)
-            assert isinstance(document, TaskPublic)
-            return document
+        try:
+            answer = ledger.find_answer(answer_id)
+            if answer is not None and answer.body is None:
+                document = present_answer(ledger, answer)
+                assert isinstance(document, TaskPublic)
+                return document
+        except READ_BACK_ERRORS as error:
+            raise AnswerUnavailableError(str(error)) from error
     return present_task(ledger, written.task, position=written.position)

@@ -36,3 +36,10 @@ class WriteOutcomeUnknownError(StoreUnavailableError):
     Retrying is safe for reports and cancels (a repeated transition is a no-op); a
     create should be retried with the same task id (or Idempotency-Key).
     """
+
+
+class AnswerUnavailableError(StoreUnavailableError):
+    """Raised when a write was stored but the store failed while its answer was read back.
+
+    A retry with the same Idempotency-Key gets that answer, and stores nothing again.
+    """

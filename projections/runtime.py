@@ -104,7 +104,8 @@ class Projections:
 
     def _build_view(self, name: str, view_class: type) -> Any:
         if self.store.backend == "postgres":
-            env = {**self.store.env("tasks"), "POSTGRES_POOL_SIZE": "2"}
+            # One connection kept per view (its runner); reads open overflow ones under load.
+            env = {**self.store.env("tasks"), "POSTGRES_POOL_SIZE": "1"}
         elif self.store.backend == "sqlite":
             env = self.store.env("tasks")
         else:

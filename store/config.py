@@ -63,7 +63,7 @@ POSTGRES_OPTIONS: dict[str, tuple[int, int]] = {
     # Two connections kept open, up to ten under load, per application and process:
     # `--workers 4` with the task and log applications stays at 80, under PostgreSQL's
     # default max_connections of 100.
-    "pool_size": (2, 1),
+    "pool_size": (1, 1),
     "max_overflow": (8, 0),
     "max_waiting": (50, 0),
 }

@@ -1,7 +1,7 @@
 """Operations: `/metrics`, `/readyz`, request ids and structured logs.
 
 The store-outage behaviour (503s, readiness failing and recovering) is in
-tests/e2e/test_store_outage.py: it needs PostgreSQL behind a proxy it can cut.
+tests/e2e/test_fault_store_outage.py: it stops a private PostgreSQL cluster of its own.
 """
 
 from __future__ import annotations
