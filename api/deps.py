@@ -1,4 +1,9 @@
-"""Dependencies declared once: the services, the authenticated principal, role checks."""
+"""Dependencies declared once: the services, the authenticated principal, role checks.
+
+Dependencies that do no I/O are `async def`: FastAPI runs those on the event loop
+instead of sending each through its thread pool (a thread hop apiece, per request).
+`get_principal` reads the API key from the store, so it stays a plain `def`.
+"""
 
 from __future__ import annotations
 
@@ -98,7 +103,7 @@ class Principal:
             request_id_cvar.reset(token)
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -106,7 +111,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_ledger(services: ServicesDep) -> TaskLedger:
+async def get_ledger(services: ServicesDep) -> TaskLedger:
     return services.ledger
 
 
@@ -142,7 +147,7 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 def _requiring(capability: str):  # type: ignore[no-untyped-def]
-    def dependency(principal: PrincipalDep) -> Principal:
+    async def dependency(principal: PrincipalDep) -> Principal:
         principal.require(capability)
         return principal
 
@@ -155,7 +160,7 @@ Auditor = Annotated[Principal, Depends(_requiring("audit"))]
 Admin = Annotated[Principal, Depends(_requiring("manage_keys"))]
 
 
-def request_id(request: Request) -> str | None:
+async def request_id(request: Request) -> str | None:
     """The request's id (`X-Request-ID`, or one made up by `RequestContext`)."""
     made: str | None = getattr(request.state, "request_id", None)
     if made is not None:

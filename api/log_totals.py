@@ -8,7 +8,9 @@ now: a view of the task as of a past moment or version leaves them null.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
+from uuid import UUID
 
 from domain.log_application import StepLogs
 from domain.logs import LogTotals, log_stream_id
@@ -18,7 +20,7 @@ from projections.log_heads import latest_events
 def with_log_totals(task: dict[str, Any], logs: StepLogs) -> dict[str, Any]:
     """The task view with `log_chunks`, `log_bytes` and `log_refused_bytes` on each step."""
     stream_ids = {
-        (job["key"], step["key"]): log_stream_id(task["id"], job["key"], step["key"])
+        (job["key"], step["key"]): _stream_id(task["id"], job["key"], step["key"])
         for job in task["jobs"]
         if job["attempt"]
         for step in job["steps"]
@@ -40,3 +42,10 @@ def with_log_totals(task: dict[str, Any], logs: StepLogs) -> dict[str, Any]:
             )
         jobs.append({**job, "steps": steps})
     return {**task, "jobs": jobs}
+
+
+# A uuid5 (a SHA-1) per step was a fifth of a task read; a plan never changes, so the
+# ids of recently read tasks are kept (about 10,000 steps: a few MB at most).
+@lru_cache(maxsize=10_000)
+def _stream_id(task_id: UUID, job: str, step: str) -> UUID:
+    return log_stream_id(task_id, job, step)

@@ -17,6 +17,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from domain.plan import KEY_PATTERN, MAX_JOBS, MAX_STEPS_PER_JOB
 from domain.status import Status
 from domain.task import MAX_TIMEOUT_SECONDS
+from domain.work import Transition
 
 ORG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 # Stores keep versions as signed 64-bit integers: a larger one cannot even be asked for.
@@ -142,6 +143,17 @@ class TransitionItem(Request):
     at: UtcDatetime | None = None
     error: ErrorDetail | None = None
     retry_at: UtcDatetime | None = None
+
+    def to_transition(self) -> Transition:
+        """The domain's transition this item asks for."""
+        return Transition(
+            status=self.status,
+            job=self.job,
+            step=self.step,
+            at=self.at,
+            error=self.error.model_dump() if self.error else None,
+            retry_at=self.retry_at,
+        )
 
 
 class TransitionsRequest(Request):

@@ -60,6 +60,7 @@ from domain.transcodings import EscapingJSONTranscoder
 
 Clock = Callable[[], datetime]
 AggregateT = TypeVar("AggregateT", bound=Aggregate)
+ViewT = TypeVar("ViewT")
 
 
 def utc_now() -> datetime:
@@ -136,6 +137,21 @@ class CommandRepository(ConsistentRepository):
         with self._stripes[hash(aggregate_id) % self._STRIPES]:
             cached = Repository.get(self, aggregate_id, deepcopy_from_cache=False, **kwargs)
             return _copied(cached)
+
+    def view(self, aggregate_id: UUID, viewer: Callable[[Any], ViewT]) -> ViewT:
+        """`viewer` applied to the aggregate as stored now, without copying it.
+
+        It runs under the aggregate's lock, so nothing changes the cached aggregate
+        meanwhile; `viewer` must not change it, and returns plain values (as the write
+        path's views of the aggregates it checks in already are).
+        """
+        if self.cache is None or not self.deepcopy_from_cache:
+            return viewer(self.get(aggregate_id))
+        with self._stripes[hash(aggregate_id) % self._STRIPES]:
+            cached = Repository.get(
+                self, aggregate_id, deepcopy_from_cache=False, projector_func=mutate_all
+            )
+            return viewer(cached)
 
     def check_out(self, aggregate_id: UUID) -> Any:
         """The aggregate as stored now, for one command to change: no one else has it."""
@@ -240,6 +256,23 @@ class ResilientApplication(Application[UUID]):
         except AggregateNotFoundError:
             return None
         return found if isinstance(found, kind) else None
+
+    def _view(
+        self, kind: type[AggregateT], aggregate_id: UUID, viewer: Callable[[AggregateT], ViewT]
+    ) -> ViewT | None:
+        """`viewer` applied to the aggregate now, without a copy; None when there is
+        none of that kind (see `CommandRepository.view`)."""
+
+        def view_if_kind(found: Any) -> tuple[ViewT] | None:
+            return (viewer(found),) if isinstance(found, kind) else None
+
+        repository: Any = self.repository
+        try:
+            with reading():
+                viewed: tuple[ViewT] | None = repository.view(aggregate_id, view_if_kind)
+        except AggregateNotFoundError:
+            return None
+        return None if viewed is None else viewed[0]
 
     def _check_out(self, kind: type[AggregateT], aggregate_id: UUID) -> AggregateT | None:
         """The aggregate for a command to change (see `CommandRepository`), or None."""

@@ -21,7 +21,7 @@ A PostgreSQL URL takes these query options (all optional, whole numbers):
 | `schema` | `public` | the schema of the tables (must exist) |
 | `connect_timeout` | 3 | seconds to wait for a connection, from the pool or a new one |
 | `lock_timeout` | 3 | seconds a statement waits for a lock (a write: the event table's) |
-| `pool_size` | 2 | connections kept open per application and process |
+| `pool_size` | 1 | connections kept open per application and process |
 | `max_overflow` | 8 | extra connections opened under load |
 | `max_waiting` | 50 | requests queued for a connection; more fail at once |
 """
@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from time import monotonic
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -46,7 +47,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteFactory
 from eventsourcing.utils import Environment, EnvType, get_topic
 from psycopg.errors import LockNotAvailable
 from psycopg.sql import SQL
-from psycopg_pool import PoolTimeout, TooManyRequests
+from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
 
 from domain.store_errors import StoreUnreachableError
 from store.append_only import protect_postgres_table, protect_sqlite_table
@@ -60,13 +61,33 @@ POSTGRES_OPTIONS: dict[str, tuple[int, int]] = {
     # A write waiting longer than this for the event table's lock answers 503: a table
     # locked by a stuck session or an operator must not hold every writer for ever.
     "lock_timeout": (3, 1),
-    # Two connections kept open, up to ten under load, per application and process:
-    # `--workers 4` with the task and log applications stays at 80, under PostgreSQL's
-    # default max_connections of 100.
+    # One connection kept open, up to nine under load, per application and process: an
+    # idle process holds about twenty in all (pools, projection views, the elected
+    # workers' lock sessions), so four processes fit PostgreSQL's default of 100.
     "pool_size": (1, 1),
     "max_overflow": (8, 0),
     "max_waiting": (50, 0),
 }
+
+
+# A pooled connection idle longer than this is checked (one empty query) before use.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _check_if_idle(conn: Any) -> None:
+    """The pool's check of a connection it hands out: only after it sat idle.
+
+    Checking every checkout (the library's `POSTGRES_PRE_PING`) cost one round trip
+    per query. A connection in steady use has just answered; one that sat idle may
+    have been dropped (a server restart, an idle timeout on the way), and a failed
+    check makes the pool discard it and hand out another. A connection dropped within
+    the last second fails its query instead: the library's reads and writes retry
+    that on another connection, and a write that cannot tell whether it was stored
+    reads its own events back (`domain.resilient_writes`).
+    """
+    returned_at = getattr(conn, "tasktrail_returned_at", None)
+    if returned_at is None or monotonic() - returned_at > PING_AFTER_IDLE_SECONDS:
+        ConnectionPool.check_connection(conn)
 
 
 class StoreBusyError(StoreUnreachableError):
@@ -89,7 +110,10 @@ class _FailFastPostgresDatastore(PostgresDatastore):
                     # for ever. Set once per connection, for the whole session.
                     conn.execute(SQL("SET lock_timeout = '{}s'").format(self.lock_timeout))
                     conn.tasktrail_lock_timeout = True  # type: ignore[attr-defined]
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    conn.tasktrail_returned_at = monotonic()  # type: ignore[attr-defined]
         except OperationalError as error:
             cause = error.__cause__
             if isinstance(cause, TooManyRequests | LockNotAvailable):
@@ -111,6 +135,9 @@ class PostgresStoreFactory(PostgresFactory):
         # The subclass only overrides a method, so the datastore the library built
         # (with every setting it parsed from the environment) can simply take it on.
         self.datastore.__class__ = _FailFastPostgresDatastore
+        # psycopg_pool keeps its check here; were it renamed, the library's check of
+        # every checkout (POSTGRES_PRE_PING) would simply stay in place.
+        self.datastore.pool._check = _check_if_idle  # type: ignore[attr-defined]
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
         return self._append_only(super().aggregate_recorder(purpose))

@@ -19,7 +19,6 @@ from api.errors import HANDLERS
 from api.idempotency import IdempotencyDep
 from api.routes.tasks import WRITE_PROBLEMS, json_response
 from domain.application import Reported, ReportItem
-from domain.work import Transition
 
 router = APIRouter(prefix="/v1", tags=["tasks"])
 
@@ -41,17 +40,7 @@ def report_batch(
     items = [
         ReportItem(
             task_id=item.task_id,
-            transitions=[
-                Transition(
-                    status=t.status,
-                    job=t.job,
-                    step=t.step,
-                    at=t.at,
-                    error=t.error.model_dump() if t.error else None,
-                    retry_at=t.retry_at,
-                )
-                for t in item.transitions
-            ],
+            transitions=[t.to_transition() for t in item.transitions],
             expected_version=item.expected_version,
         )
         for item in body.items

@@ -23,7 +23,6 @@ from api.schemas import (
     TransitionsRequest,
 )
 from domain.plan import JobPlan, StepPlan
-from domain.work import Transition
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
@@ -98,17 +97,7 @@ def report_transitions(
     request_id: RequestIdDep,
 ) -> Response:
     """Report progress: a list of transitions applied atomically (all or nothing)."""
-    transitions = [
-        Transition(
-            status=t.status,
-            job=t.job,
-            step=t.step,
-            at=t.at,
-            error=t.error.model_dump() if t.error else None,
-            retry_at=t.retry_at,
-        )
-        for t in body.transitions
-    ]
+    transitions = [t.to_transition() for t in body.transitions]
     with principal.acting(request_id):
         written = ledger.report(
             task_id,

@@ -30,8 +30,9 @@ def get_timeline(
 ) -> TimelinePage:
     """The task's events in order, with their global positions; page with `after_version`."""
     show_system = wants_system(principal, include_system)
-    task = ledger.get_task(task_id, org=principal.org)
-    events = ledger.timeline(task_id, org=principal.org, after_version=after_version, limit=limit)
+    task, events = ledger.timeline_page(
+        task_id, org=principal.org, after_version=after_version, limit=limit
+    )
     positions = stream_positions(ledger.recorder, task_id, after_version=after_version, limit=limit)
     shown = []
     for event in events:
