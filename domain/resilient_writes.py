@@ -55,7 +55,7 @@ from domain.group_commit import (
 )
 from domain.idempotency import AlreadyAnsweredError, IdempotentAnswer, IdempotentRequest
 from domain.repository import ConsistentRepository
-from domain.store_errors import STORE_ERRORS
+from domain.store_errors import STORE_ERRORS, StoreUnreachableError
 from domain.transcodings import EscapingJSONTranscoder
 
 Clock = Callable[[], datetime]
@@ -364,6 +364,10 @@ class ResilientApplication(Application[UUID]):
     def _settle(
         self, write: Write, aggregates: list[tuple[Any, int]], outcome: MemberOutcome
     ) -> WriteOutcome:
+        if isinstance(outcome, StoreUnreachableError):
+            # No connection, or no lock on the table, was had: nothing can have been
+            # written, so there is nothing to look for (and no second wait for it).
+            return _unavailable(outcome)
         if isinstance(outcome, Exception) and isinstance(outcome, (IntegrityError, *STORE_ERRORS)):
             try:
                 stored = self._has_own_events(
