@@ -34,7 +34,6 @@ IncludeSystem = Annotated[
 ]
 
 READ_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "Missing, unknown or revoked token"},
     403: {"model": Problem, "description": "The token's role (or org) does not allow this"},
     422: {"model": Problem, "description": "Invalid query; `errors` names each parameter"},
     503: {"model": Problem, "description": "`min_position` not reached in time; retry"},

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -104,7 +104,7 @@ class BundleReport:
             "tasks_checked": self.tasks_checked,
             "key_id": self.key_id,
             "key_source": self.key_source,
-            "problems": [_problem_json(p) for p in self.problems],
+            "problems": [asdict(p) for p in self.problems],
         }
 
 
@@ -270,12 +270,3 @@ def _line_problem(number: int, kind: str, reason: str) -> Problem:
 
 def _checkpoint_problem(number: int, kind: str, reason: str) -> Problem:
     return Problem(None, None, f"{kind}: line {number}: the export's checkpoint: {reason}")
-
-
-def _problem_json(problem: Problem) -> dict[str, Any]:
-    return {
-        "task_id": problem.task_id,
-        "version": problem.version,
-        "reason": problem.reason,
-        "checkpoint": problem.checkpoint,
-    }

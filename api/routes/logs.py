@@ -32,7 +32,6 @@ IncludeSystem = Annotated[
 After = Annotated[int, Query(ge=0, le=MAX_VERSION, description="Only what follows this seq.")]
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "Missing, unknown or revoked token"},
     403: {"model": Problem, "description": "The token's role does not allow this"},
     404: {"model": Problem, "description": "No such task in the token's org, or no such step"},
     422: {"model": Problem, "description": "Invalid request; `errors` names each field"},

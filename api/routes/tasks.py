@@ -27,7 +27,6 @@ from domain.plan import JobPlan, StepPlan
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "Missing, unknown or revoked token"},
     403: {"model": Problem, "description": "The token's role does not allow this"},
     404: {"model": Problem, "description": "No such task in the token's org"},
     422: {"model": Problem, "description": "Invalid request; `errors` names each field"},

@@ -27,6 +27,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -116,6 +117,18 @@ class ServeProcess:
             for line in self.output().splitlines()
             if '"message": "unexpected error"' in line or line.startswith("Traceback")
         ]
+
+
+@contextmanager
+def serving(database_url: str, work_dir: Path) -> Iterator[ServeProcess]:
+    """A `tasktrail serve` on `database_url`, ready, and stopped afterwards."""
+    process = ServeProcess(database_url, work_dir)
+    process.start()
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:

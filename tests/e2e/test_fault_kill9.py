@@ -25,6 +25,7 @@ from tests.e2e.faults import (
     Writers,
     check_exactly_once,
     figures,
+    serving,
     wait_until,
     writer_token,
 )
@@ -53,13 +54,8 @@ def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
 
 @pytest.fixture
 def server(database_url: str, tmp_path: Path) -> Iterator[ServeProcess]:
-    process = ServeProcess(database_url, tmp_path)
-    process.start()
-    try:
-        process.wait_ready()
+    with serving(database_url, tmp_path) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def test_writes_acknowledged_around_kill_9s_are_stored_exactly_once(

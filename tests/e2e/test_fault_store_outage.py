@@ -30,6 +30,7 @@ from tests.e2e.faults import (
     Writers,
     check_exactly_once,
     figures,
+    serving,
     wait_until,
     writer_token,
 )
@@ -63,13 +64,8 @@ def cluster() -> Iterator[PrivateCluster]:
 
 @pytest.fixture
 def server(cluster: PrivateCluster, tmp_path: Path) -> Iterator[ServeProcess]:
-    process = ServeProcess(f"{cluster.url()}?connect_timeout=1", tmp_path)
-    process.start()
-    try:
-        process.wait_ready()
+    with serving(f"{cluster.url()}?connect_timeout=1", tmp_path) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def assert_unavailable(response: httpx.Response) -> None:

@@ -27,6 +27,7 @@ from tests.e2e.faults import (
     Writers,
     check_exactly_once,
     figures,
+    serving,
     wait_until,
     writer_token,
 )
@@ -42,13 +43,8 @@ PATIENCE = 10.0
 
 @pytest.fixture
 def server(pg_url: str, tmp_path: Path) -> Iterator[ServeProcess]:
-    process = ServeProcess(pg_url, tmp_path)
-    process.start()
-    try:
-        process.wait_ready()
+    with serving(pg_url, tmp_path) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def test_writes_answer_503_within_seconds_while_the_event_table_is_locked(
