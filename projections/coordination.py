@@ -96,6 +96,21 @@ class FileLockCoordinator(Coordinator):
             os.close(fd)
 
 
+# The advisory lock lives as long as the leader's session. A leader that dies with its
+# host (or is cut off) sends no FIN: PostgreSQL would hold the lock until its default
+# TCP keepalive gives up, about two hours. These settings make the server drop that
+# session, and the standby take over, within about half a minute; the client-side
+# keepalives likewise tell a cut-off leader that it no longer leads.
+DEAD_PEER_DETECTION: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "options": "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 "
+    "-c tcp_keepalives_count=3 -c tcp_user_timeout=25000",
+}
+
+
 class PostgresCoordinator(Coordinator):
     """Election by advisory lock; wake-ups by LISTEN/NOTIFY with a polling fallback."""
 
@@ -110,7 +125,9 @@ class PostgresCoordinator(Coordinator):
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             self._leader = False
-            conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
+            conn = psycopg.connect(
+                self.conninfo, autocommit=True, connect_timeout=5, **DEAD_PEER_DETECTION
+            )
             if self.channel is not None:  # None: wake-ups by the polling interval alone
                 conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             self._conn = conn
