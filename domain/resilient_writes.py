@@ -43,7 +43,11 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Recording, Transcoder
 from eventsourcing.utils import strtobool
 
-from domain.application_errors import StoreUnavailableError, WriteOutcomeUnknownError
+from domain.application_errors import (
+    AnswerUnavailableError,
+    StoreUnavailableError,
+    WriteOutcomeUnknownError,
+)
 from domain.context import command_scope
 from domain.errors import ConflictError
 from domain.group_commit import (
@@ -376,7 +380,7 @@ class ResilientApplication(Application[UUID]):
             except WriteOutcomeUnknownError as error:
                 return error
             if stored:
-                return Saved(self._max_position(), acknowledged=False)
+                return self._found_stored()
             if isinstance(outcome, IntegrityError):
                 return None
             return _unavailable(outcome)
@@ -484,6 +488,16 @@ class ResilientApplication(Application[UUID]):
                         self.snapshots.put([snapshot_class.take(aggregate)])
                     else:
                         self.take_snapshot(aggregate.id, version=version, projector_func=mutate_all)
+
+    def _found_stored(self) -> Saved | AnswerUnavailableError:
+        """The outcome of a write whose events a read-back found stored."""
+        try:
+            return Saved(self._max_position(), acknowledged=False)
+        except StoreUnavailableError as error:
+            # Stored, so never "stored nothing": the answer alone is missing.
+            unavailable = AnswerUnavailableError(f"stored, but its position was lost: {error}")
+            unavailable.__cause__ = error
+            return unavailable
 
     def _max_position(self) -> int:
         with reading():

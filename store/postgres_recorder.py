@@ -14,23 +14,52 @@ psycopg flushes until everything is sent. Same statements, same lock, same order
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.utils import retry
+
+from domain.store_errors import StoreUnreachableError
+
+INSERT_ATTEMPTS = 10
+INSERT_RETRY_WAIT = 0.2
 
 
 class UnpipelinedPostgresRecorder(PostgresApplicationRecorder):
     """The library's recorder, writing without psycopg's pipeline mode."""
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        """Inserts in one transaction, retrying a dropped connection as the library does.
+
+        A dropped connection may have taken the commit's acknowledgement with it, so
+        once an attempt has failed that way, a later failure to get a connection or
+        the lock is no proof that nothing was stored: it is raised as an
+        `OperationalError`, for the caller to read back, never as "unreachable".
+        """
         if not stored_events:
             return None
+        for attempt in range(1, INSERT_ATTEMPTS + 1):
+            try:
+                return self._insert_once(stored_events, **kwargs)
+            except StoreUnreachableError as error:
+                if attempt == 1:
+                    raise
+                raise OperationalError(
+                    f"an earlier attempt may have committed; then: {error}"
+                ) from error
+            except (InterfaceError, OperationalError):
+                if attempt == INSERT_ATTEMPTS:
+                    raise
+                time.sleep(INSERT_RETRY_WAIT)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _insert_once(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
         with self.datastore.transaction(commit=True) as cursor:
             # Locks the table (commit order = notification order), notifies, inserts.
             self._insert_stored_events(cursor, stored_events, **kwargs)

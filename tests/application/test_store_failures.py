@@ -22,10 +22,12 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 
 from domain.application import TaskLedger, Written
 from domain.application_errors import (
+    AnswerUnavailableError,
     StoreUnavailableError,
     TaskNotFoundError,
     WriteOutcomeUnknownError,
 )
+from domain.store_errors import StoreUnreachableError
 from store.config import StoreConfig
 
 from .support import (
@@ -235,6 +237,22 @@ def test_write_whose_fate_cannot_be_checked_is_reported_unknown(
     assert types(ledger, task_id) == ["TaskCreated", "TaskQueued", "JobQueued"]
 
 
+def test_write_found_stored_whose_position_cannot_be_read_is_never_called_refused(
+    ledger: TaskLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task_id = create_executable(ledger, job("build", "compile"))
+    lose_next_acknowledgement(ledger, monkeypatch, surfaces="operational error")
+
+    def max_notification_id() -> int:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(ledger.recorder, "max_notification_id", max_notification_id)
+
+    with pytest.raises(AnswerUnavailableError):
+        report(ledger, task_id, queued())
+    assert types(ledger, task_id) == ["TaskCreated", "TaskQueued", "JobQueued"]
+
+
 def test_write_refused_before_commit_is_unavailable_and_stores_nothing(
     ledger: TaskLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -254,6 +272,55 @@ def test_write_refused_before_commit_is_unavailable_and_stores_nothing(
 
 
 # ---------------------------------------------------------------- PostgreSQL away
+
+
+@pytest.mark.postgres
+def test_a_stored_write_whose_retry_finds_the_store_unreachable_is_not_refused(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commit, drop, then no connection for the recorder's retry: still saved, once.
+
+    The retry's failure to connect says nothing about the first attempt, which did
+    commit: the ledger must read back rather than answer "stored nothing".
+    """
+    ledger = TaskLedger(StoreConfig.from_url(pg_url).env())
+    try:
+        task_id = create_executable(ledger, job("build", "compile"))
+        datastore = ledger.recorder.datastore  # type: ignore[attr-defined]
+        get_connection = datastore.get_connection
+        insert_events = ledger.recorder.insert_events
+        happened: list[str] = []
+        writing = [False]
+
+        @contextmanager
+        def commit_drop_then_unreachable() -> Iterator[Any]:
+            if writing[0] and happened == ["committed, connection dropped"]:
+                happened.append("no connection for the retry")
+                raise StoreUnreachableError("couldn't get a connection after 3.00 sec")
+            with get_connection() as conn:
+                yield conn
+            if writing[0] and not happened:
+                happened.append("committed, connection dropped")
+                raise OperationalError(DROPPED)
+
+        def insert_events_once_ambiguously(*args: Any, **kwargs: Any) -> Any:
+            writing[0] = True
+            try:
+                return insert_events(*args, **kwargs)
+            finally:
+                writing[0] = False
+
+        monkeypatch.setattr(datastore, "get_connection", commit_drop_then_unreachable)
+        monkeypatch.setattr(ledger.recorder, "insert_events", insert_events_once_ambiguously)
+        written = report(ledger, task_id, queued())
+        monkeypatch.undo()
+
+        assert happened == ["committed, connection dropped", "no connection for the retry"]
+        assert written.task["status"] == "queued"
+        assert types(ledger, task_id).count("JobQueued") == 1, types(ledger, task_id)
+        assert versions(ledger, task_id) == list(range(1, written.task["version"] + 1))
+    finally:
+        ledger.close()
 
 
 def timed(call: Callable[[], Any]) -> tuple[BaseException | None, float]:
