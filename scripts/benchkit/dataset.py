@@ -78,6 +78,7 @@ class Dataset:
     wave: UUID | None = None  # the origin of a quarter of the feed
     flaky: UUID | None = None  # a failed task with many reruns
     read_task: UUID | None = None  # the task whose GET is measured
+    small_task: UUID | None = None  # a task of SMALL_TASK_EVENTS, read at one client too
     timeline_task: UUID | None = None  # the long task whose timeline is measured
     read_task_version: int = 0
     timeline_task_version: int = 0

@@ -85,7 +85,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead of the figures: step-log append and download rates (PostgreSQL)",
     )
+    parser.add_argument(
+        "--timeouts",
+        action="store_true",
+        help="instead of the figures: hard-timeout latency and background take-over "
+        "(two servers, PostgreSQL)",
+    )
     args = parser.parse_args(argv)
+    if args.timeouts:
+        from benchkit.timeouts import bench_timeouts
+
+        tasks, rounds = (10, 1) if args.smoke else (100, 3) if args.quick else (100, 5)
+        bench_timeouts(tasks, rounds)
+        return 0
     if args.logs:
         from benchkit.logs import bench_logs
 

@@ -26,6 +26,7 @@ FIGURES = [
     "read.task.rps",
     "read.task.p99",
     "read.task.p99_1client",
+    "read.task_small.p99_1client",
     "timeline.p99",
     "rebuild.task_list",
     "rebuild.event_feed",
