@@ -1,9 +1,14 @@
 """Structured logs: one JSON object per line, and a request id for every request.
 
 `configure_logging(level)` (called by the app factory) gives the `tasktrail` loggers
-a handler writing JSON lines to stderr: `time`, `level`, `logger`, `message`, plus
-`request_id` (of the request being served, if any) and whatever a record carries
-among `method`, `route`, `status`, `duration_ms`.
+a handler writing JSON lines to stderr: `time`, `level`, `logger`, `message`, `pid`, plus
+`request_id` (of the request being served, if any), whatever a record carries
+among `method`, `route`, `status`, `duration_ms`, and `exception` (its traceback).
+
+`server_log_config(level)` is the whole logging configuration of a server process
+(`serve`, each of its web processes, `worker`): the same JSON lines for every logger,
+uvicorn's own included (startup, shutdown, "Exception in ASGI application"), and for
+other libraries' warnings. uvicorn applies it in every process it starts.
 
 `RequestContext` (pure ASGI middleware) takes the request id from `X-Request-ID`
 (or makes one), puts it in `request.state.request_id` (the routes record it in each
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.config
 import sys
 import time
 import uuid
@@ -30,7 +36,6 @@ access_logger = logging.getLogger("tasktrail.access")
 
 EXTRA_FIELDS = ("method", "route", "status", "duration_ms")
 MAX_REQUEST_ID = 200
-_HANDLER_MARK = "_tasktrail_json"
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,6 +47,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            # Which process: `serve --workers N` writes the lines of N + 1 into one stream.
+            "pid": record.process,
         }
         request_id = getattr(record, "request_id", None) or request_id_var.get()
         if request_id is not None:
@@ -55,11 +62,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever `sys.stderr` is now (test runners swap it)."""
+class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """JSON lines to whatever `sys.stderr` is now (test runners swap it)."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.setFormatter(JsonFormatter())
 
     @property  # type: ignore[override]
     def stream(self) -> Any:
@@ -71,14 +79,39 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def configure_logging(level: str = "info") -> None:
-    """Gives the `tasktrail` loggers one JSON-lines handler (once per process)."""
+    """Gives the `tasktrail` loggers one JSON-lines handler (once per process), unless the
+    server's configuration (`server_log_config`) gave the root logger one they reach."""
     logger = logging.getLogger("tasktrail")
     logger.setLevel(level.upper())
-    if not any(getattr(h, _HANDLER_MARK, False) for h in logger.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(JsonFormatter())
-        setattr(handler, _HANDLER_MARK, True)
-        logger.addHandler(handler)
+    reached = [*logger.handlers, *logging.getLogger().handlers]
+    if not any(isinstance(handler, JsonLinesHandler) for handler in reached):
+        logger.addHandler(JsonLinesHandler())
+
+
+def server_log_config(level: str) -> dict[str, Any]:
+    """The `logging.config.dictConfig` of a server process: every line it logs is JSON.
+
+    One handler, on the root logger: our loggers and uvicorn's log at `level` and reach
+    it; other libraries only from WARNING up, however verbose `level` is. Naming
+    `tasktrail` here also drops a handler `configure_logging` may have given it before,
+    so no line is written twice.
+    """
+    level = level.upper()
+    libraries = max(logging.WARNING, logging.getLevelNamesMapping()[level])
+    return {
+        "version": 1,
+        # Loggers created at import (ours, uvicorn's, the library's) keep working.
+        "disable_existing_loggers": False,
+        "handlers": {"json": {"()": JsonLinesHandler}},
+        "loggers": {"tasktrail": {"level": level}, "uvicorn": {"level": level}},
+        "root": {"level": logging.getLevelName(libraries), "handlers": ["json"]},
+    }
+
+
+def configure_server_logging(level: str) -> None:
+    """Applies `server_log_config` to this process (uvicorn applies it to its own)."""
+    logging.config.dictConfig(server_log_config(level))
+    configure_logging(level)
 
 
 def _valid_request_id(value: bytes) -> str | None:

@@ -38,6 +38,7 @@ import psycopg
 from tests.e2e.test_serve_postgres import ADMIN, free_port
 
 PROBLEM = "application/problem+json"
+CRASH_SIGNS = ('"message": "unexpected error"', "Exception in ASGI application")
 AUTHOR = {"id": "u-fault", "name": "Fault injector", "kind": "user"}
 JOBS = 3
 STEPS = 2
@@ -109,13 +110,14 @@ class ServeProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def crashes(self) -> list[str]:
-        """Log lines of a 500 (the API's "unexpected error") or of a process that died
-        of an exception (a traceback outside the JSON log). The background runners'
-        logged retries while the store is away are expected, and not counted."""
+        """Log lines of a 500 (the API's "unexpected error", or uvicorn's own for an
+        exception that escaped the app) or of a process that died of an exception (a
+        traceback outside the JSON log). The background runners' logged retries while
+        the store is away are expected, and not counted."""
         return [
             line[:3000]
             for line in self.output().splitlines()
-            if '"message": "unexpected error"' in line or line.startswith("Traceback")
+            if any(sign in line for sign in CRASH_SIGNS) or line.startswith("Traceback")
         ]
 
 
