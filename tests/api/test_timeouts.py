@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -40,6 +41,14 @@ def timeouts_recorded(ledger: TaskLedger, task_id: str) -> int:
     return [e["type"] for e in ledger.timeline(UUID(task_id))].count("TaskTimedOut")
 
 
+# How late after its deadline a timeout may be recorded. The enforcer looks every
+# 0.2 s and the deadline index lags by milliseconds, so it fires within ~0.2 s; the
+# rest is room for a loaded CI machine (two xdist workers on two cores) to schedule
+# its thread late. It still fails an enforcer that only fires on a later request or
+# on a multi-second tick.
+TIMEOUT_LATENESS = timedelta(seconds=1.5)
+
+
 def test_a_started_task_times_out_with_no_request_arriving(make_api: Callable[..., Api]) -> None:
     api = make_api(run_projections=True)
     task_id = api.create_task(timeout_seconds=1)["id"]
@@ -50,10 +59,23 @@ def test_a_started_task_times_out_with_no_request_arriving(make_api: Callable[..
     assert timeouts_recorded(api.ledger, task_id) == 1
     timed_out = next(e for e in api.timeline(task_id) if e["type"] == "TaskTimedOut")
     assert timed_out["actor"]["kind"] == "system"
+    # Recorded at the deadline (started_at + timeout_seconds, as GET shows them), never
+    # before it, and within about a second after it.
+    shown = api.get_task(task_id)
+    deadline = moment(shown["started_at"]) + timedelta(seconds=shown["timeout_seconds"])
+    recorded_at = moment(timed_out["recorded_at"])
+    assert deadline <= recorded_at <= deadline + TIMEOUT_LATENESS, (deadline, recorded_at)
     # The job's late report is refused, and says why.
     body = assert_problem(api.report(task_id, step("build", "clone", "done")), 409)
     assert "timed out" in body["detail"], body
     assert timeouts_recorded(api.ledger, task_id) == 1
+
+
+def moment(text: str) -> datetime:
+    """A timestamp as the API writes it (ISO 8601, with its offset)."""
+    parsed = datetime.fromisoformat(text)
+    assert parsed.tzinfo is not None, text
+    return parsed
 
 
 def test_a_task_that_never_started_or_finished_never_times_out(

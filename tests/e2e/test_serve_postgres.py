@@ -1,4 +1,5 @@
-"""A real `tasktrail serve` process on PostgreSQL, driven through a real socket."""
+"""A real `tasktrail serve` process (the installed console script) on PostgreSQL,
+driven through a real socket."""
 
 from __future__ import annotations
 
@@ -14,6 +15,14 @@ import httpx
 import pytest
 
 ADMIN = "tt_admin_e2e"
+
+
+def tasktrail_script() -> str:
+    """The venv's `tasktrail` console script, the command a user runs (not `python -m`):
+    it proves the installed entry point starts the service."""
+    script = Path(sys.executable).with_name("tasktrail")
+    assert script.is_file(), f"{script} is missing: install the project (pip install -e .)"
+    return str(script)
 
 
 def free_port() -> int:
@@ -33,7 +42,7 @@ def server(pg_url: str, tmp_path: Path) -> Iterator[str]:
         "TASKTRAIL_LOG_LEVEL": "warning",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
+        [tasktrail_script(), "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
