@@ -1,80 +1,93 @@
-"""A runner in a process of its own, for the crash tests to SIGKILL at random moments.
+"""`tasktrail worker`, in a process of its own, for the crash tests to SIGKILL at random moments.
 
-    python -m tests.projections.crash_child URL MODE BATCH_SIZE PAUSE
+    TASKTRAIL_DATABASE_URL=... python -m tests.projections.crash_child MODE MARKERS [PAUSE]
 
-MODE `exactly-once` applies batches as production does (rows and position in one
-transaction), for every projection, pausing PAUSE seconds after each commit.
-MODE `split-commit` is the deliberately broken control: the task list's rows are
-committed, then (PAUSE seconds later) its position, in a second transaction, so a
-kill in between makes the restarted runner apply the batch again.
+The process runs the production entry point, `api.cli.main(["worker"])`: the
+elected `BatchRunner` of every projection (started by `Projections.start()`), the
+timeout enforcer and the checkpoint writer, until SIGTERM. It changes one thing:
+every batch a view commits goes through a spy that appends to the MARKERS file
 
-The process prints `ready` once it starts working, and exits 0 when it has caught
-up with the store.
+    start <view class> <position the batch starts from> <position it ends at>
+    end <view class> <position it ends at>
+
+before the batch opens its transaction and after it committed, so the parent can
+tell a kill that landed inside a batch (a `start` without its `end`, and the view
+still at the start position) from one between batches.
+
+MODE `exactly-once` leaves the batch as production has it: rows and position in
+one transaction. MODE `split-commit` is the deliberately broken control: the task list's rows
+are committed, then (PAUSE seconds later) its position, in a second transaction,
+so a kill in between makes the restarted runner apply the batch again.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from eventsourcing.persistence import Tracking
 
-from domain.application import TaskLedger
-from projections.batched import BatchedProjection
-from projections.runner import apply_next_batch
-from projections.runtime import Projections
-from store.config import StoreConfig
+from api.cli import main as tasktrail
+from projections.task_list import TaskListView
+from projections.tracked_view import TrackedView
+
+BatchMethod = Callable[..., AbstractContextManager[Any]]
 
 
-def split_commit_batch(
-    app: Any, projection: BatchedProjection[Any], position: int, size: int, pause: float
-) -> int:
-    """The broken variant: the rows in one transaction, the position in another."""
-    notifications = app.recorder.select_notifications(
-        start=position, limit=size, inclusive_of_start=False
-    )
-    if not notifications:
-        return position
-    events = projection.events(notifications, app.mapper)
-    view = projection.view
-    with view._transaction() as cursor:
-        writer = view.writer(cursor, list({e.originator_id for e, _ in events}))
-        for event, event_position in events:
-            projection.apply(event, event_position, writer)
-        writer.flush()
-    time.sleep(pause)
-    view.insert_tracking(Tracking(app.name, notifications[-1].id))
-    return int(notifications[-1].id)
+def marking(batch: BatchMethod, markers: str) -> BatchMethod:
+    """`batch` with a line in `markers` before it starts and after it committed."""
+    fd = os.open(markers, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def mark(line: str) -> None:
+        os.write(fd, f"{line}\n".encode())  # one write per line: the runners' lines never mix
+
+    @contextmanager
+    def marked(view: TrackedView, *, tracking: Tracking, expected: int | None, **kw: Any) -> Any:
+        name, last = type(view).__name__, tracking.notification_id
+        mark(f"start {name} {expected} {last}")
+        with batch(view, tracking=tracking, expected=expected, **kw) as writer:
+            yield writer
+        mark(f"end {name} {last}")
+
+    return marked
 
 
-def main(url: str, mode: str, batch_size: int, pause: float) -> int:
-    store = StoreConfig.from_url(url)
-    ledger = TaskLedger(store.env("tasks"))
-    projections = Projections(store, ledger)
-    names = list(projections.projections) if mode == "exactly-once" else ["task_list"]
-    chosen = [projections.projections[name] for name in names]
-    positions = {p.name: p.view.max_tracking_id(ledger.name) or 0 for p in chosen}
-    print("ready", flush=True)
-    while True:
-        head = ledger.recorder.max_notification_id() or 0
-        if all(positions[p.name] >= head for p in chosen):
-            break
-        for projection in chosen:
-            if mode == "exactly-once":
-                applied = apply_next_batch(
-                    ledger, projection, positions[projection.name], batch_size
-                )
-                positions[projection.name] = applied.position
-                time.sleep(pause)
-            else:
-                positions[projection.name] = split_commit_batch(
-                    ledger, projection, positions[projection.name], batch_size, pause
-                )
-    projections.close()
-    ledger.close()
-    return 0
+def split_commit(batch: BatchMethod, pause: float) -> BatchMethod:
+    """The task list's batch broken: its rows in one transaction, its position in another."""
+
+    @contextmanager
+    def split(
+        view: TrackedView, *, tracking: Tracking, expected: int | None, streams: Any = ()
+    ) -> Iterator[Any]:
+        if not isinstance(view, TaskListView):  # the other views stay exactly-once
+            with batch(view, tracking=tracking, expected=expected, streams=streams) as writer:
+                yield writer
+            return
+        with view._transaction() as cursor:
+            view._claim(cursor, tracking.application_name, expected)
+            writer = view.writer(cursor, streams)
+            yield writer
+            writer.flush()
+        time.sleep(pause)  # a kill here loses the position, not the rows
+        view.insert_tracking(tracking)  # type: ignore[attr-defined]
+        view.progress.advance(tracking.notification_id)
+
+    return split
+
+
+def main(mode: str, markers: str, pause: float) -> int:
+    batch: BatchMethod = TrackedView.batch
+    if mode == "split-commit":
+        batch = split_commit(batch, pause)
+    elif mode != "exactly-once":
+        raise SystemExit(f"unknown mode {mode!r}")
+    TrackedView.batch = marking(batch, markers)  # type: ignore[method-assign,assignment]
+    return tasktrail(["worker"])
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))
+    sys.exit(main(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 0.0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,9 @@ from projections.tracked_view import PositionConflict
 from tests.projections.conftest import World, open_world
 from tests.projections.history import History, create
 
+WARM_UP_WRITES = 3
+LATENCY_SAMPLES = 25
+
 
 def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
     """Polls a condition that has no position to wait for (who leads, say)."""
@@ -31,19 +35,29 @@ def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
     return True
 
 
-def test_a_write_is_in_the_lists_within_moments(world: World) -> None:
+def write_and_wait(world: World, history: History) -> float:
+    """Seconds from the start of a write until every read model shows it."""
+    started = time.perf_counter()
+    task_id = create(world.ledger, history)
+    for projection in world.projections.projections.values():
+        assert projection.view.progress.wait_for(history.last_position, timeout=5)
+    seen = time.perf_counter() - started
+    assert world.projections.task_list.get(task_id, "acme") is not None
+    return seen
+
+
+def test_a_write_is_in_the_lists_within_tens_of_milliseconds(world: World) -> None:
     world.projections.start()
     history = History()
-    latencies = []
-    for _ in range(5):
-        started = time.perf_counter()
-        task_id = create(world.ledger, history)
-        for projection in world.projections.projections.values():
-            assert projection.view.progress.wait_for(history.last_position, timeout=5)
-        latencies.append(time.perf_counter() - started)
-        assert world.projections.task_list.get(task_id, "acme") is not None
-    # Tens of milliseconds, not the library's 100 ms polling (generous for slow CI).
-    assert sorted(latencies)[len(latencies) // 2] < 0.25, latencies
+    # The first writes elect the runners and open their connections: not what is measured.
+    for _ in range(WARM_UP_WRITES):
+        write_and_wait(world, history)
+    # Each write comes just after the one before was seen: a runner that polls every
+    # 100 ms (the library's default) would have just gone to sleep for all of it.
+    latencies = [write_and_wait(world, history) for _ in range(LATENCY_SAMPLES)]
+    # The median is tens of milliseconds (a wake-up by NOTIFY, or a 20 ms poll); a
+    # loaded machine's outliers move the median little.
+    assert statistics.median(latencies) < 0.06, sorted(latencies)
 
 
 def test_a_batch_that_starts_from_a_stale_position_writes_nothing(world: World) -> None:
@@ -120,11 +134,16 @@ def test_a_lost_notify_does_not_stall_the_runner(pg_world: World) -> None:
     runner = BatchRunner(world.ledger, world.projections.projections["task_list"], deaf)
     runner.start()
     try:
-        history = History()
-        for _ in range(3):
+        # ...still applies each write, by polling every 100 ms. Each write comes just after
+        # the one before was applied, when the runner has just begun a polling interval.
+        history, latencies = History(), []
+        for _ in range(7):
+            started = time.perf_counter()
             create(world.ledger, history)
-            # ...still applies each write, by polling every 100 ms.
-            assert world.projections.task_list.progress.wait_for(history.last_position, 2)
+            assert world.projections.task_list.progress.wait_for(history.last_position, 5)
+            latencies.append(time.perf_counter() - started)
+        # No stall: a runner that polled every second would wait about a second each time.
+        assert statistics.median(latencies) < 0.4, sorted(latencies)
     finally:
         runner.stop()
 
@@ -149,7 +168,7 @@ def test_the_librarys_own_runner_can_drive_a_projection_one_event_at_a_time(
     env = world.store.env("tasks")
     history = History()
     create(world.ledger, history)
-    with ProjectionRunner(
+    with ProjectionRunner(  # type: ignore[type-var]
         application_class=TaskLedger,
         projection_class=TaskListProjection,
         view_class=PostgresTaskList,
