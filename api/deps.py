@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hmac
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import ProblemError
 from api.schemas import ORG_PATTERN
@@ -122,28 +124,82 @@ def _unauthorized(detail: str) -> ProblemError:
     return ProblemError(401, "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_principal(
-    services: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Principal:
-    """Resolves the bearer token on every request, so a revoked key fails at once."""
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise _unauthorized("missing bearer token")
-    token = credentials.credentials
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def resolve_token(services: Services, token: str) -> Principal | None:
+    """Who a bearer token stands for now, or None (unknown or revoked): keys are read
+    from the store, so a key revoked by any process is seen at once."""
     admin_token = services.admin_token
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
         return Principal(
             id="admin", name="platform administrator", org="*", role="admin", kind="admin"
         )
     if len(token) > 200:
-        raise _unauthorized("unknown or revoked token")
+        return None
     key = services.ledger.find_key(token)
     if key is None:
-        raise _unauthorized("unknown or revoked token")
+        return None
     return Principal(id=str(key["id"]), name=key["name"], org=key["org"], role=key["role"])
 
 
+def _bearer_token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise _unauthorized("missing bearer token")
+    return credentials.credentials
+
+
+def get_principal(services: ServicesDep, credentials: Credentials) -> Principal:
+    """Resolves the bearer token on every request, so a revoked key fails at once."""
+    principal = resolve_token(services, _bearer_token(credentials))
+    if principal is None:
+        raise _unauthorized("unknown or revoked token")
+    return principal
+
+
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+# How long a live stream goes at most without asking whether its token still works.
+TOKEN_RECHECK_SECONDS = 2.0
+# A stream's last words once its token is revoked: a comment, which no SSE client
+# takes for an event (a reconnect is then answered 401).
+REVOKED_MESSAGE = ": the token was revoked\n\n"
+
+
+@dataclass
+class TokenCheck:
+    """Whether the token a live stream was opened with still works.
+
+    A stream outlives the request's one look at its token: it asks again, of the
+    store (as every request does, never a cache that could miss a revocation made in
+    another process), at most every `every` seconds, and ends once the key is revoked.
+    """
+
+    services: Services
+    token: str
+    every: float
+    checked_at: float = field(default_factory=time.monotonic)
+
+    def due_in(self) -> float:
+        """Seconds until the next check is due (0: now)."""
+        return max(0.0, self.checked_at + self.every - time.monotonic())
+
+    async def revoked(self) -> bool:
+        """True once the token stopped working (asked only when a check is due)."""
+        if self.due_in() > 0:
+            return False
+        principal = await run_in_threadpool(resolve_token, self.services, self.token)
+        self.checked_at = time.monotonic()
+        return principal is None
+
+
+async def token_check(services: ServicesDep, credentials: Credentials) -> TokenCheck:
+    """The stream's token check: at every heartbeat, and at least every few seconds."""
+    every = min(services.settings.sse_heartbeat_seconds, TOKEN_RECHECK_SECONDS)
+    return TokenCheck(services, _bearer_token(credentials), every)
+
+
+TokenCheckDep = Annotated[TokenCheck, Depends(token_check)]
 
 
 def _requiring(capability: str):  # type: ignore[no-untyped-def]

@@ -11,7 +11,9 @@ the ledger before each read of the log. When the step is terminal and a read tha
 followed has found nothing new for `log_follow_grace_seconds` (late chunks still
 arrive after a step finished), the stream sends `event: end` and closes. A job
 that backs off puts the step back to pending: the stream keeps following the retry.
-Comment lines keep an idle connection open through proxies.
+Comment lines keep an idle connection open through proxies. The stream asks again
+whether its token works at every heartbeat (at least every few seconds) and ends,
+without `event: end`, once it is revoked: a reconnect then gets `401`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 
+from api.deps import REVOKED_MESSAGE, TokenCheck
 from api.log_access import step_status
 from domain.application import TaskLedger
 from domain.log_application import LogChunk, LogPage, StepLogs, Truncation
@@ -76,14 +79,19 @@ async def follow_log(
     *,
     after: int,
     pacing: Pacing,
+    token: TokenCheck,
 ) -> AsyncIterator[str]:
-    """SSE messages: the log after seq `after`, then each chunk as it lands, until the end."""
+    """SSE messages: the log after seq `after`, then each chunk as it lands, until the end
+    (or until the token is revoked)."""
     yield "retry: 2000\n\n"
     status = target.status
     status_read_at = time.monotonic()
     quiet_since: float | None = None
     last_sent = time.monotonic()
     while True:
+        if await token.revoked():
+            yield REVOKED_MESSAGE
+            return
         if time.monotonic() - status_read_at >= STATUS_EVERY_SECONDS:
             status_read_at = time.monotonic()
             status = await run_in_threadpool(step_status, ledger, target, org)

@@ -5,7 +5,9 @@ message whose `id` is its global position; a client that reconnects with
 `Last-Event-ID` (or `?after=`) gets exactly the events after it: the index is
 written in position order, a batch and its position in one transaction, so a read
 never sees a later event without every earlier one. Comment lines keep idle
-connections open through proxies.
+connections open through proxies. The stream asks again whether its token works at
+every heartbeat (at least every few seconds) and ends once it is revoked: a reconnect
+then gets `401`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Reader, ServicesDep
+from api.deps import REVOKED_MESSAGE, Reader, ServicesDep, TokenCheck, TokenCheckDep
 from api.errors import ProblemError
 from api.feed_schemas import FeedEvent, FeedPage
 from api.presenters import marked_redacted, wants_system
@@ -107,11 +109,16 @@ async def follow(
     type: str | None,
     include_system: bool,
     heartbeat: float,
+    token: TokenCheck,
 ) -> AsyncIterator[str]:
-    """SSE messages: every event of the org after `after`, then each new one as it lands."""
+    """SSE messages: every event of the org after `after`, then each new one as it lands,
+    until the token is revoked."""
     yield "retry: 2000\n\n"
     last_sent = time.monotonic()
     while True:
+        if await token.revoked():
+            yield REVOKED_MESSAGE
+            return
         # Rows up to the position read first are all visible to the query after it.
         reached = await run_in_threadpool(view.progress.refresh)
         rows = await run_in_threadpool(
@@ -136,7 +143,7 @@ async def follow(
             yield ": heartbeat\n\n"
             last_sent = time.monotonic()
             idle = 0.0
-        await view.progress.wait_beyond(reached, timeout=heartbeat - idle)
+        await view.progress.wait_beyond(reached, timeout=min(heartbeat - idle, token.due_in()))
 
 
 @router.get(
@@ -151,6 +158,7 @@ async def stream_events(
     principal: Reader,
     view: EventFeedAt,
     services: ServicesDep,
+    token: TokenCheckDep,
     org: Org = None,
     after: After = 0,
     task_id: TaskFilter = None,
@@ -184,6 +192,7 @@ async def stream_events(
         type=type,
         include_system=show_system,
         heartbeat=services.settings.sse_heartbeat_seconds,
+        token=token,
     )
     return StreamingResponse(
         messages,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import LedgerDep, Reader, RequestIdDep, ServicesDep, Writer
+from api.deps import LedgerDep, Reader, RequestIdDep, ServicesDep, TokenCheckDep, Writer
 from api.errors import ProblemError
 from api.log_access import LogsDep, logged_step
 from api.log_idempotency import LogIdempotencyDep
@@ -220,6 +220,7 @@ async def stream_log(
     step: StepKey,
     principal: Reader,
     services: ServicesDep,
+    token: TokenCheckDep,
     include_system: IncludeSystem = False,
     after: After = 0,
     last_event_id: Annotated[
@@ -257,6 +258,7 @@ async def stream_log(
             grace=settings.log_follow_grace_seconds,
             heartbeat=settings.sse_heartbeat_seconds,
         ),
+        token=token,
     )
     return StreamingResponse(
         messages,

@@ -2,9 +2,11 @@
 
 `api` is an `Api` over a fresh store of each kind (memory, SQLite, PostgreSQL), with
 bearer tokens for every role of org `acme` (`reader`, `writer`, `auditor`, `admin`),
-two of org `evil` (`intruder_writer`, `intruder_admin`) and the platform
-administrator's token (`platform`). Every response the client receives is checked
-after the test: no 5xx, ever, and every error is a problem document.
+two of org `evil` (`intruder_writer`, `intruder_admin`), a key of every role scoped
+to `*`, the platform (`platform_reader`, `platform_writer`, `platform_auditor`,
+`platform_admin`), and the platform administrator's token (`platform`). Every
+response the client receives is checked after the test: no 5xx, ever, and every
+error is a problem document.
 
 The projection runners are off unless a test asks for them
 (`make_api(run_projections=True)`): these tests read tasks from the store itself,
@@ -214,14 +216,23 @@ def deploy_task() -> dict[str, Any]:
     }
 
 
+# Who holds each token `issue_tokens` issues: (org scope, role, name in `Api.tokens`).
+TOKEN_HOLDERS = (
+    *(("acme", role, role) for role in ROLES),
+    *(("evil", role, f"intruder_{role}") for role in ("writer", "admin")),
+    # Issued last, so an org's own keys come first in every listing.
+    *(("*", role, f"platform_{role}") for role in ROLES),
+)
+
+
 def issue_tokens(ledger: TaskLedger) -> dict[str, str]:
     """Every role's token; issued straight through the ledger (issuing by HTTP has tests)."""
     tokens = {"platform": ADMIN_TOKEN}
-    for org, roles in (("acme", ROLES), ("evil", ("writer", "admin"))):
-        for role in roles:
-            _, token, _ = ledger.issue_key(org=org, role=role, name=f"{org}-{role}")
-            assert token is not None
-            tokens[role if org == "acme" else f"intruder_{role}"] = token
+    for org, role, holder in TOKEN_HOLDERS:
+        name = f"{'platform' if org == '*' else org}-{role}"
+        _, token, _ = ledger.issue_key(org=org, role=role, name=name)
+        assert token is not None
+        tokens[holder] = token
     return tokens
 
 

@@ -119,31 +119,67 @@ def test_an_admin_revoking_its_own_key_locks_itself_out(api: Api) -> None:
 # ---------------------------------------------------------------- roles
 
 
+ORG_ROLES = ("reader", "writer", "auditor", "admin")
+PLATFORM_ROLES = ("platform_reader", "platform_writer", "platform_auditor", "platform_admin")
+# Every principal: each role scoped to acme, each scoped to `*`, the platform admin token.
+EVERYONE = frozenset({*ORG_ROLES, *PLATFORM_ROLES, "platform"})
+WRITERS = frozenset({"writer", "admin", "platform_writer", "platform_admin", "platform"})
+AUDITORS = frozenset({"auditor", "admin", "platform_auditor", "platform_admin", "platform"})
+KEY_ADMINS = frozenset({"admin", "platform_admin", "platform"})
+
 ROLE_MATRIX = {
-    # route: roles allowed (acme reader, writer, auditor, admin; platform admin)
-    "create": {"writer", "admin", "platform"},
-    "report": {"writer", "admin", "platform"},
-    "cancel": {"writer", "admin", "platform"},
-    "rerun": {"writer", "admin", "platform"},
-    "get": {"reader", "writer", "auditor", "admin", "platform"},
-    "get_past": {"reader", "writer", "auditor", "admin", "platform"},
-    "timeline": {"reader", "writer", "auditor", "admin", "platform"},
-    "graph": {"reader", "writer", "auditor", "admin", "platform"},
-    "graph_svg": {"reader", "writer", "auditor", "admin", "platform"},
-    "get_system": {"auditor", "admin", "platform"},
-    "timeline_system": {"auditor", "admin", "platform"},
-    "graph_system": {"auditor", "admin", "platform"},
-    "issue_key": {"admin", "platform"},
-    "list_keys": {"admin", "platform"},
-    "revoke_key": {"admin", "platform"},
+    # route group: who may call it, in either scope (acme or `*`)
+    "create": WRITERS,
+    "report": WRITERS,
+    "cancel": WRITERS,
+    "rerun": WRITERS,
+    "append_log": WRITERS,
+    "get": EVERYONE,
+    "get_past": EVERYONE,
+    "timeline": EVERYONE,
+    "graph": EVERYONE,
+    "graph_svg": EVERYONE,
+    "read_log": EVERYONE,
+    "list": EVERYONE,
+    "feed": EVERYONE,
+    "get_system": AUDITORS,
+    "timeline_system": AUDITORS,
+    "graph_system": AUDITORS,
+    "read_system_log": AUDITORS,
+    "list_system": AUDITORS,
+    "feed_system": AUDITORS,
+    "export": AUDITORS,
+    "verify": AUDITORS,
+    "issue_key": KEY_ADMINS,
+    "list_keys": KEY_ADMINS,
+    "revoke_key": KEY_ADMINS,
+}
+# Routes that read no single task: a `*` token names the org with `?org=` (an acme
+# token may name its own).
+ORG_QUERY = {
+    "list": "/v1/tasks",
+    "feed": "/v1/events",
+    "list_system": "/v1/tasks?include_system=true",
+    "feed_system": "/v1/events?include_system=true",
+    "export": "/v1/export",
+    "verify": "/v1/verify",
 }
 
 
+def with_org(url: str, org: str = "acme") -> str:
+    return f"{url}{'&' if '?' in url else '?'}org={org}"
+
+
 def call_route(api: Api, route: str, who: str) -> httpx.Response:
-    """Calls `route` as `who` with a request that succeeds for a role allowed to make it."""
+    """Calls `route` as `who` with a request that succeeds for a role allowed to make it.
+
+    Every task is acme's; `*` tokens name acme wherever a route needs an org named.
+    """
     task_id = api.create_task(org="acme")["id"]
     if route == "rerun":
         api.fail(task_id)
+    if route in ("append_log", "read_log"):
+        api.reported(task_id, step("build", "clone", "in_progress"))
     path = f"/v1/tasks/{task_id}"
     if route == "create":
         return api.call("POST", "/v1/tasks", who, json=immediate(org="acme"))
@@ -153,6 +189,11 @@ def call_route(api: Api, route: str, who: str) -> httpx.Response:
         return api.call("POST", f"{path}/cancel", who, json={"reason": "stop"})
     if route == "rerun":
         return api.call("POST", f"{path}/rerun", who, json={"author": AUTHOR})
+    if route == "append_log":
+        return api.call(
+            "POST", f"{path}/jobs/build/steps/clone/logs", who,
+            content=b"compiling\n", headers={"Content-Type": "text/plain; charset=utf-8"},
+        )  # fmt: skip
     if route in ("issue_key", "list_keys", "revoke_key"):
         victim = issue(api).json()["id"]
         if route == "issue_key":
@@ -160,22 +201,26 @@ def call_route(api: Api, route: str, who: str) -> httpx.Response:
         if route == "list_keys":
             return api.call("GET", "/v1/api-keys", who)
         return api.call("DELETE", f"/v1/api-keys/{victim}", who)
+    if route in ORG_QUERY:
+        return api.call("GET", with_org(ORG_QUERY[route]), who)
     url = {
         "get": path,
         "get_past": f"{path}?version=1",
         "timeline": f"{path}/timeline",
         "graph": f"{path}/graph",
         "graph_svg": f"{path}/graph?format=svg",
+        "read_log": f"{path}/jobs/build/steps/clone/logs",
         "get_system": f"{path}?include_system=true",
         "timeline_system": f"{path}/timeline?include_system=true",
         "graph_system": f"{path}/graph?format=mermaid&include_system=true",
+        "read_system_log": f"{path}/jobs/sync/steps/push/logs?include_system=true",
     }[route]
     return api.call("GET", url, who)
 
 
-@pytest.mark.parametrize("who", ["reader", "writer", "auditor", "admin", "platform"])
-def test_each_role_may_call_exactly_its_routes(api: Api, who: str) -> None:
-    wrong = []
+@pytest.mark.parametrize("who", sorted(EVERYONE))
+def test_each_role_may_call_exactly_its_routes_in_either_scope(api: Api, who: str) -> None:
+    wrong: list[tuple[Any, ...]] = []
     for route, allowed in ROLE_MATRIX.items():
         response = call_route(api, route, who)
         if who in allowed:
@@ -185,6 +230,46 @@ def test_each_role_may_call_exactly_its_routes(api: Api, who: str) -> None:
         if not ok:
             wrong.append((route, response.status_code, response.text[:200]))
     assert not wrong, wrong
+
+
+@pytest.mark.parametrize("who", [*PLATFORM_ROLES, "platform"])
+def test_a_platform_scoped_token_must_name_the_org_where_a_route_needs_one(
+    api: Api, who: str
+) -> None:
+    """A `*` token without an org: 422 from a route its role allows, else 403 (the role
+    is judged first, so a refused role learns nothing about the request)."""
+    before = api.store_position()
+    wrong: list[tuple[Any, ...]] = []
+
+    calls = {
+        "create": api.call("POST", "/v1/tasks", who, json=immediate()),
+        **{route: api.call("GET", url, who) for route, url in ORG_QUERY.items()},
+    }
+
+    for route, response in calls.items():
+        expected = 422 if who in ROLE_MATRIX[route] else 403
+        body = response.json() if response.status_code >= 400 else {}
+        if response.status_code != expected or body.get("status") != expected:
+            wrong.append((route, response.status_code, response.text[:200]))
+        elif expected == 422 and not any(loc[-1] == "org" for loc in error_locs(body)):
+            wrong.append((route, "422 without naming org", body))
+    assert not wrong, wrong
+    assert api.store_position() == before
+
+
+@pytest.mark.parametrize("who", PLATFORM_ROLES)
+def test_a_platform_scoped_key_reaches_every_org_within_its_role(api: Api, who: str) -> None:
+    theirs = api.create_task("intruder_writer")["id"]
+
+    assert api.call("GET", f"/v1/tasks/{theirs}", who).json()["org"] == "evil"
+    report = api.report(theirs, {"status": "queued"}, who=who)
+    assert report.status_code == (200 if who in WRITERS else 403), report.text
+    listed = api.call("GET", "/v1/tasks?org=evil", who)
+    assert listed.status_code == 200, listed.text
+    if who in WRITERS:
+        created = api.created(immediate(org="evil"), who)
+        assert created["org"] == "evil"
+        assert_problem(api.call("GET", f"/v1/tasks/{created['id']}", "reader"), 404)
 
 
 def test_a_refused_role_stores_nothing(api: Api) -> None:
@@ -220,13 +305,10 @@ def test_an_org_token_naming_another_org_is_403(api: Api) -> None:
     assert api.store_position() == before
 
 
-def test_a_platform_token_must_name_the_org(make_api: Callable[..., Api]) -> None:
-    api = make_api()
-    platform_writer = issue(api, org="*", role="writer").json()["token"]
-    api.tokens["platform_writer"] = platform_writer
+def test_a_platform_token_must_name_the_org(api: Api) -> None:
     before = api.store_position()
 
-    for who in ("platform", "platform_writer"):
+    for who in ("platform", "platform_writer", "platform_admin"):
         body = assert_problem(api.call("POST", "/v1/tasks", who, json=immediate()), 422)
         assert ("body", "org") in error_locs(body)
     assert api.store_position() == before
@@ -296,8 +378,10 @@ def test_the_platform_admin_lists_one_org_or_all(api: Api) -> None:
     every = api.call("GET", "/v1/api-keys", "platform").json()["items"]
     evil = api.call("GET", "/v1/api-keys?org=evil", "platform").json()["items"]
 
-    assert {k["org"] for k in every} == {"acme", "evil"} and len(every) == 6
+    assert {k["org"] for k in every} == {"acme", "evil", "*"} and len(every) == 10
     assert {k["name"] for k in evil} == {"evil-writer", "evil-admin"}
+    # A `*` admin key sees as much as the platform administrator.
+    assert api.call("GET", "/v1/api-keys", "platform_admin").json()["items"] == every
 
 
 def test_a_listed_key_shows_its_revocation(api: Api) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -258,3 +259,69 @@ def test_the_stream_keeps_system_work_for_auditors_who_ask(live: LiveApi) -> Non
         audited = [m.data["type"] for m in until_heartbeat(stream) if m.data]
     assert "JobStarted" in audited and "JobStarted" not in regular
     assert "TaskCreated" in regular
+
+
+# ---------------------------------------------------------------- revoked tokens
+
+
+def issue_reader(live: LiveApi) -> dict[str, Any]:
+    """A new acme reader key (id and token), issued over HTTP."""
+    response = httpx.post(
+        f"{live.url}/v1/api-keys",
+        json={"org": "acme", "role": "reader", "name": "dashboard"},
+        headers=live.headers("platform"),
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+@pytest.mark.parametrize("revoked_by", ["this process", "another process"])
+def test_a_stream_ends_soon_after_its_token_is_revoked(
+    live: LiveApi, make_api: Callable[..., Api], store_url: str, revoked_by: str
+) -> None:
+    if revoked_by == "another process" and store_url.startswith("memory"):
+        pytest.skip("an in-memory store is not shared between processes")
+    key = issue_reader(live)
+    live.tokens["dashboard"] = key["token"]
+
+    with live.stream("dashboard", f"after={live.position()}") as stream:
+        assert until_heartbeat(stream) == []  # connected, caught up, idle
+        # Revoke the key the stream was opened with.
+        if revoked_by == "this process":
+            revoke = httpx.delete(
+                f"{live.url}/v1/api-keys/{key['id']}", headers=live.headers("platform")
+            )
+        else:
+            revoke = make_api().call("DELETE", f"/v1/api-keys/{key['id']}", "platform")
+        assert revoke.status_code == 204, revoke.text
+        # The stream ends on its own; heartbeats keep coming while it lasts.
+        deadline = time.monotonic() + 10
+        rest = []
+        for message in stream:
+            assert time.monotonic() < deadline, "the stream outlived its token"
+            rest.append(message)
+
+    assert rest and rest[-1].comment == "the token was revoked", rest
+    reconnect = httpx.get(f"{live.url}/v1/events/stream", headers=live.headers("dashboard"))
+    assert_problem(reconnect, 401)
+
+
+def test_a_stream_of_a_key_still_valid_goes_on(live: LiveApi) -> None:
+    key = issue_reader(live)
+    live.tokens["dashboard"] = key["token"]
+    other = issue_reader(live)
+
+    with live.stream("dashboard", f"after={live.position()}") as stream:
+        assert until_heartbeat(stream) == []
+        # Revoking another key leaves this stream alone: it still delivers news.
+        revoke = httpx.delete(
+            f"{live.url}/v1/api-keys/{other['id']}", headers=live.headers("platform")
+        )
+        assert revoke.status_code == 204
+        # Three heartbeats later (each one a check of the token) it is still open ...
+        seen = [m for _ in range(3) for m in until_heartbeat(stream)]
+        assert not [m for m in seen if m.comment is not None], seen
+        # ... and still delivers news.
+        task = live.create(title="still watched")
+        news = next((m for m in stream if m.data and m.data["type"] == "TaskCreated"), None)
+        assert news is not None and news.id == task["position"]

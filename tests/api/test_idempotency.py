@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
@@ -210,6 +212,87 @@ def test_a_keyed_no_op_is_answered_again_after_the_task_moved_on(api: Api) -> No
 
 
 # ---------------------------------------------------------------- concurrency
+
+
+class HeldCommand:
+    """Holds the first call of a ledger command inside the service until released: the
+    real command then runs on the real store (nothing is mocked; only the moment it
+    runs is chosen). Later calls run at once."""
+
+    def __init__(self, ledger: Any, command: str):
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        self.run = getattr(ledger, command)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.inside.is_set():
+            self.inside.set()
+            assert self.release.wait(timeout=30), "never released"
+        return self.run(*args, **kwargs)
+
+
+@contextmanager
+def holding(monkeypatch: pytest.MonkeyPatch, ledger: Any, command: str) -> Iterator[HeldCommand]:
+    held = HeldCommand(ledger, command)
+    monkeypatch.setattr(ledger, command, held)
+    try:
+        yield held
+    finally:
+        held.release.set()  # a failed assertion must not leave a request hanging
+
+
+def in_background(send: Callable[[], httpx.Response]) -> tuple[threading.Thread, list[Any]]:
+    answers: list[Any] = []
+    thread = threading.Thread(target=lambda: answers.append(send()), daemon=True)
+    thread.start()
+    return thread, answers
+
+
+@pytest.mark.parametrize(
+    ("command", "path", "body", "status"),
+    [
+        ("create_task", "/v1/tasks", deploy_task(), 201),
+        ("report", "/v1/tasks/{task_id}/transitions", {"transitions": [QUEUED]}, 200),
+    ],
+    ids=["create", "report"],
+)
+def test_the_same_key_while_the_first_request_runs_is_409_then_replayed(
+    api: Api,
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    path: str,
+    body: dict[str, Any],
+    status: int,
+) -> None:
+    url = path.format(task_id=api.create_task()["id"])
+
+    def send() -> httpx.Response:
+        return api.call("POST", url, json=body, headers=keyed("held-1"))
+
+    with holding(monkeypatch, api.ledger, command) as held:
+        # The first request is inside the service, in the ledger's command, not yet stored.
+        first, answers = in_background(send)
+        assert held.inside.wait(timeout=30), "the first request never reached the command"
+        before = api.store_position()
+
+        # A retry with its key meanwhile is told to come back later, and stores nothing.
+        duplicate = send()
+        problem = assert_problem(duplicate, 409)
+        assert "in flight" in f"{problem['title']} {problem['detail']}".lower(), problem
+        assert int(duplicate.headers["retry-after"]) >= 1
+        assert api.store_position() == before
+
+    # Released, the first request completes as if it had been alone ...
+    first.join(timeout=30)
+    [answer] = answers
+    assert answer.status_code == status, answer.text
+    assert "idempotent-replayed" not in answer.headers
+    # ... and a later retry is answered with its answer, storing nothing.
+    after_first = api.store_position()
+    again = send()
+    same_answer(answer, again)
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert api.store_position() == after_first
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,6 +170,10 @@ def test_text_past_the_steps_cap_is_kept_up_to_it_and_the_rest_recorded(
     assert (page["log_bytes"], page["log_refused_bytes"]) == (10, 4)
     download = read(api, task_id, format="text")
     assert download.text == "12345678é" and download.headers["x-log-refused-bytes"] == "4"
+    # The task says the same: two chunks (the mark of refused text is none), 10 bytes
+    # kept, 4 refused.
+    assert page["log_chunks"] == 2
+    assert step_totals(api, task_id)[("build", "clone")] == (2, 10, 4)
 
 
 # ---------------------------------------------------------------- when
@@ -323,6 +328,38 @@ def test_ten_thousand_chunks_leave_loading_the_task_as_it_was(api: Api) -> None:
         appended(api, task_id, f"http {n}\n")
     assert read(api, task_id).json()["log_chunks"] == 10_003
     assert task_events_loaded() == before
+
+
+def step_totals(api: Api, task_id: str, **params: Any) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """Each step's (log_chunks, log_bytes, log_refused_bytes), as GET /v1/tasks/{id} shows."""
+    response = api.call("GET", f"/v1/tasks/{task_id}", "auditor", params=params)
+    assert response.status_code == 200, response.text
+    return {
+        (j["key"], s["key"]): (s["log_chunks"], s["log_bytes"], s["log_refused_bytes"])
+        for j in response.json()["jobs"]
+        for s in j["steps"]
+    }
+
+
+def test_the_task_shows_each_steps_log_totals(api: Api) -> None:
+    task_id = running_task(api)
+    for text in MULTILINGUAL:
+        appended(api, task_id, text)
+    api.reported(task_id, step("build", "clone", "done"), step("build", "compile", "in_progress"))
+    appended(api, task_id, "naïve café ✓\n", step_key="compile")
+    appended(api, task_id, "😀\n", step_key="compile")
+
+    totals = step_totals(api, task_id)
+
+    # Bytes are UTF-8 bytes, not characters: the multi-byte text counts in full.
+    clone_bytes = sum(len(text.encode()) for text in MULTILINGUAL)
+    assert clone_bytes > sum(len(text) for text in MULTILINGUAL)
+    assert totals[("build", "clone")] == (4, clone_bytes, 0)
+    assert totals[("build", "compile")] == (2, len("naïve café ✓\n😀\n".encode()), 0)
+    assert totals[("deploy", "rollout")] == (0, 0, 0)  # its job never started
+    # The task as it was: the totals are the log's now, so a past view has none.
+    past = step_totals(api, task_id, version=1)
+    assert set(past.values()) == {(None, None, None)}
 
 
 def test_per_step_totals_read_one_event_per_started_step_and_never_a_log(
@@ -531,3 +568,39 @@ def test_a_stream_of_a_finished_step_replays_its_log_and_ends(live: Live) -> Non
     follower.start()
     follower.join(timeout=20)
     assert follower.ended and follower.chunks == [(1, "all there is\n")]
+
+
+def test_a_log_stream_ends_soon_after_its_token_is_revoked(live: Live) -> None:
+    task_id = live_task(live)
+    live.append(task_id, "before\n")
+    issued = live.post(
+        "/v1/api-keys", "platform", json={"org": "acme", "role": "reader", "name": "tail"}
+    )
+    assert issued.status_code == 201, issued.text
+    key = issued.json()
+    url = f"{live.url}{logs_path(task_id)}/stream"
+    watcher = {"Authorization": f"Bearer {key['token']}"}
+
+    with httpx.stream("GET", url, headers=watcher, timeout=10) as response:
+        assert response.status_code == 200
+        received = sse(response.iter_lines())
+        # Connected, the log replayed, idle (the step still runs).
+        first = next(m for m in received if m.comment is None)
+        assert first.data["text"] == "before\n"
+        next(m for m in received if m.comment == "heartbeat")
+        # Revoke the key the stream was opened with.
+        revoke = httpx.delete(
+            f"{live.url}/v1/api-keys/{key['id']}", headers=live.headers("platform")
+        )
+        assert revoke.status_code == 204, revoke.text
+        # The stream ends on its own, though the step still runs; heartbeats keep coming
+        # while it lasts.
+        deadline = time.monotonic() + 10
+        rest = []
+        for message in received:
+            assert time.monotonic() < deadline, "the stream outlived its token"
+            rest.append(message)
+
+    assert rest and rest[-1].comment == "the token was revoked", rest
+    assert not [m for m in rest if m.event == "end"]  # not the end of the log: no `end`
+    assert_problem(httpx.get(url, headers=watcher, timeout=10), 401)
