@@ -18,10 +18,11 @@ from fastapi import Request
 
 from api.deps import Principal
 from api.errors import ProblemError
+from api.schemas import MAX_IDEMPOTENCY_KEY_LENGTH
 from api.services import Services
 from domain.idempotency import IdempotentAnswer, IdempotentRequest, answer_id
 
-MAX_KEY_LENGTH = 200
+MAX_KEY_LENGTH = MAX_IDEMPOTENCY_KEY_LENGTH
 
 
 class ReplayError(Exception):
@@ -51,6 +52,9 @@ async def read_key(
 
     The record is one per (org, principal, key), so tenants and callers never share
     keys. `canonical` says which bodies count as the same (JSON: the same document).
+    Read from the headers here rather than declared as a FastAPI parameter, whose own
+    check would answer a bad key 422; the OpenAPI document declares it on every POST
+    (`api.errors`), with the limits enforced here.
     """
     raw = request.headers.get("idempotency-key")
     if raw is None:

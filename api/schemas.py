@@ -16,13 +16,14 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from domain.plan import KEY_PATTERN, MAX_JOBS, MAX_STEPS_PER_JOB
 from domain.status import Status
-from domain.task import MAX_TIMEOUT_SECONDS
+from domain.task import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
 from domain.work import Transition
 
 ORG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 # Stores keep versions as signed 64-bit integers: a larger one cannot even be asked for.
 MAX_VERSION = 2**63 - 1
 TYPE_PATTERN = r"^[a-z0-9][a-z0-9_.:-]{0,99}$"
+MAX_IDEMPOTENCY_KEY_LENGTH = 200
 
 Key = Annotated[str, Field(pattern=KEY_PATTERN.pattern, examples=["build"])]
 Org = Annotated[str, Field(pattern=ORG_PATTERN, examples=["acme"])]
@@ -125,7 +126,15 @@ class TaskCreate(Request):
     origin_task_id: UUID | None = None
     silent: bool = False
     rerunnable: bool = True
-    timeout_seconds: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_SECONDS)] | None = None
+    # None, not 3600, in the model: the domain gives an executable task the default and
+    # refuses a timeout on an immediate one, which a filled-in default would trip over.
+    timeout_seconds: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_SECONDS)] | None = Field(
+        default=None,
+        description=f"The hard timeout of an executable task, from its start; "
+        f"{DEFAULT_TIMEOUT_SECONDS} when omitted. An immediate task has none "
+        "(giving one is `422`).",
+        json_schema_extra={"default": DEFAULT_TIMEOUT_SECONDS},
+    )
     labels: Annotated[
         dict[
             Annotated[str, Field(min_length=1, max_length=100)],
@@ -277,6 +286,67 @@ class TaskSummary(Response):
     )
 
 
+def _step_example(key: str, name: str, status: str, **times: Any) -> dict[str, Any]:
+    never = {"started_at": None, "finished_at": None, "duration_seconds": None}
+    return {
+        "key": key, "name": name, "status": status, "system": False, **never, **times,
+        "error": None, "downgraded": False,
+        "log_chunks": None, "log_bytes": None, "log_refused_bytes": None,
+    }  # fmt: skip
+
+
+# A task as a write answers it: build running (clone done, compile started), deploy waiting.
+# Shown on the task routes' answers (a schema-level example would lose its nulls: FastAPI
+# writes the document without them, and only the routes' examples are put back).
+TASK_EXAMPLE: dict[str, Any] = {
+    "id": "0f7c2a4e-5b1d-4c8e-9a36-2d4b8e1f6c90",
+    "org": "acme",
+    "type": "app.deploy",
+    "title": "Deploy shop to production",
+    "kind": "executable",
+    "status": "in_progress",
+    "author": {"id": "u-42", "name": "Alice", "kind": "user"},
+    "project": "shop",
+    "origin_task_id": None,
+    "rerun_of": None,
+    "reruns": [],
+    "forced": False,
+    "silent": False,
+    "rerunnable": True,
+    "timeout_seconds": 3600,
+    "labels": {"app": "shop", "env": "prod"},
+    "cancel_requested": False,
+    "created_at": "2026-11-28T10:00:00Z",
+    "queued_at": "2026-11-28T10:00:05Z",
+    "started_at": "2026-11-28T10:00:07Z",
+    "finished_at": None,
+    "duration_seconds": 25.0,
+    "failure": None,
+    "version": 5,
+    "position": 1842,
+    "jobs": [
+        {
+            "key": "build", "name": "Build image", "needs": [], "status": "in_progress",
+            "system": False, "attempt": 1, "retry_at": None,
+            "started_at": "2026-11-28T10:00:07Z", "finished_at": None,
+            "duration_seconds": 25.0, "error": None, "reason": None,
+            "steps": [
+                _step_example("clone", "Clone", "done", started_at="2026-11-28T10:00:07Z",
+                              finished_at="2026-11-28T10:00:19Z", duration_seconds=12.0),
+                _step_example("compile", "Compile", "in_progress",
+                              started_at="2026-11-28T10:00:19Z", duration_seconds=13.0),
+            ],
+        },
+        {
+            "key": "deploy", "name": "Deploy", "needs": ["build"], "status": "pending",
+            "system": False, "attempt": 0, "retry_at": None, "started_at": None,
+            "finished_at": None, "duration_seconds": None, "error": None, "reason": None,
+            "steps": [_step_example("rollout", "Roll out", "pending")],
+        },
+    ],
+}  # fmt: skip
+
+
 class TaskPublic(TaskSummary):
     jobs: list[JobPublic]
 
@@ -383,14 +453,63 @@ class ProblemItem(BaseModel):
     msg: str
 
 
+TRANSITION_REFUSED_EXAMPLE: dict[str, Any] = {
+    "type": "about:blank",
+    "title": "Transition refused",
+    "status": 409,
+    "detail": "transition 0 (step rollout of job deploy → in_progress): step rollout cannot "
+    "start yet: job deploy needs build (in progress)",
+    "index": 0,
+    "target": {"job": "deploy", "step": "rollout"},
+    "current_status": "pending",
+    "requested_status": "in_progress",
+    "reason": "step rollout cannot start yet: job deploy needs build (in progress)",
+}
+NOT_FOUND_EXAMPLE = {
+    "type": "about:blank",
+    "title": "Not found",
+    "status": 404,
+    "detail": "no such task",
+}
+INVALID_REQUEST_EXAMPLE: dict[str, Any] = {
+    "type": "about:blank",
+    "title": "Invalid request",
+    "status": 422,
+    "detail": "invalid fields: body.title",
+    "errors": [{"loc": ["body", "title"], "msg": "String should have at least 1 character"}],
+}
+
+
 class Problem(BaseModel):
-    """An RFC 9457 problem document."""
+    """An RFC 9457 problem document; each extension member is there only where it applies."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [TRANSITION_REFUSED_EXAMPLE, INVALID_REQUEST_EXAMPLE]}
+    )
 
     type: str = "about:blank"
     title: str
     status: int
     detail: str | None = None
-    errors: list[ProblemItem] | None = None
-    index: int | None = None
-    target: dict[str, Any] | None = None
-    current_status: str | None = None
+    errors: list[ProblemItem] | None = Field(
+        default=None, description="`422`: each invalid field or parameter, where and why."
+    )
+    index: int | None = Field(
+        default=None,
+        description="The place in the request's `transitions` of the one refused (`409`) or "
+        "naming an unknown job or step (`422`).",
+    )
+    target: dict[str, Any] | None = Field(
+        default=None,
+        description='`409` refused transition: its target, `{"job", "step"}` (null '
+        "members target the task or the job).",
+    )
+    current_status: str | None = Field(
+        default=None, description="`409`: the status the target (or API key) has now."
+    )
+    requested_status: str | None = Field(
+        default=None, description="`409` refused transition: the status it asked for."
+    )
+    reason: str | None = Field(
+        default=None, description="`409` refused transition: why it was refused."
+    )

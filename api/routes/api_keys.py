@@ -8,15 +8,34 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Response
 
 from api.deps import Admin, LedgerDep, RequestIdDep
+from api.errors import IN_FLIGHT, INVALID_QUERY, INVALID_WRITE, Responses, declared
 from api.idempotency import IdempotencyDep
 from api.presenters import present_new_key
-from api.routes.tasks import WRITE_PROBLEMS
+from api.routes.tasks import location
 from api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyPublic
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
 
+NOT_AN_ADMIN = "The token is not an admin's, or `org` names an org other than the token's"
+ISSUE_ANSWERS: Responses = {
+    201: {
+        "description": "The new key, with its token (shown only here)",
+        "headers": {"Location": location("The key's URL, `/v1/api-keys/{id}`")},
+    },
+    403: declared(NOT_AN_ADMIN),
+    409: IN_FLIGHT,
+    422: INVALID_WRITE,
+}
+LIST_PROBLEMS: Responses = {403: declared(NOT_AN_ADMIN), 422: INVALID_QUERY}
+REVOKE_PROBLEMS: Responses = {
+    403: declared("The token is not an admin's"),
+    404: declared("No such API key in the token's org"),
+    409: declared("The key is already revoked"),
+    422: INVALID_QUERY,
+}
 
-@router.post("", status_code=201, response_model=ApiKeyCreated, responses=WRITE_PROBLEMS)
+
+@router.post("", status_code=201, response_model=ApiKeyCreated, responses=ISSUE_ANSWERS)
 def issue_key(
     body: ApiKeyCreate,
     principal: Admin,
@@ -38,7 +57,7 @@ def issue_key(
     return present_new_key(view, token, position)
 
 
-@router.get("", response_model=ApiKeyList, responses=WRITE_PROBLEMS)
+@router.get("", response_model=ApiKeyList, responses=LIST_PROBLEMS)
 def list_keys(
     principal: Admin,
     ledger: LedgerDep,
@@ -51,7 +70,7 @@ def list_keys(
     return ApiKeyList(items=[ApiKeyPublic.model_validate(k) for k in items])
 
 
-@router.delete("/{key_id}", status_code=204, responses=WRITE_PROBLEMS)
+@router.delete("/{key_id}", status_code=204, responses=REVOKE_PROBLEMS)
 def revoke_key(
     key_id: UUID, principal: Admin, ledger: LedgerDep, request_id: RequestIdDep
 ) -> Response:

@@ -15,15 +15,18 @@ from fastapi import APIRouter, Request, Response
 
 from api.batch_schemas import BatchItemRefused, BatchItemStored, BatchRequest, BatchResult
 from api.deps import LedgerDep, RequestIdDep, Writer
-from api.errors import HANDLERS
+from api.errors import HANDLERS, IN_FLIGHT, INVALID_WRITE, Responses
 from api.idempotency import IdempotencyDep
-from api.routes.tasks import WRITE_PROBLEMS, json_response
+from api.routes.tasks import WRITE_FORBIDDEN, json_response
 from domain.application import Reported, ReportItem
 
 router = APIRouter(prefix="/v1", tags=["tasks"])
 
+# A refused item (no such task, a refused transition) is an item's outcome in the 200.
+BATCH_PROBLEMS: Responses = {403: WRITE_FORBIDDEN, 409: IN_FLIGHT, 422: INVALID_WRITE}
 
-@router.post("/transitions", response_model=BatchResult, responses=WRITE_PROBLEMS)
+
+@router.post("/transitions", response_model=BatchResult, responses=BATCH_PROBLEMS)
 def report_batch(
     body: BatchRequest,
     principal: Writer,

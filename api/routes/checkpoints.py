@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from api.checkpoint_schemas import CheckpointPublic, SigningKeyList
 from api.deps import PrincipalDep, Reader, ServicesDep
-from api.errors import ProblemError
-from api.projection_reads import READ_PROBLEMS
-from api.schemas import ORG_PATTERN, Problem
+from api.errors import INVALID_QUERY, ProblemError, Responses, declared
+from api.schemas import ORG_PATTERN
 
 router = APIRouter(tags=["integrity"])
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": Problem, "description": "The org has no checkpoint yet"}
+# Any token may read the signing keys: nothing but the answers of every `/v1` operation.
+LATEST_PROBLEMS: Responses = {
+    403: declared("`org` names an org other than the token's"),
+    404: declared("The org has no checkpoint yet"),
+    422: INVALID_QUERY,
 }
 
 
-@router.get("/v1/signing-keys", response_model=SigningKeyList, responses=READ_PROBLEMS)
+@router.get("/v1/signing-keys", response_model=SigningKeyList)
 def signing_keys(principal: PrincipalDep, services: ServicesDep) -> SigningKeyList:
     """The public keys checkpoints verify with (Ed25519, raw, base64), the current one first."""
     return SigningKeyList.model_validate({"keys": [k.as_json() for k in services.public_keys]})
@@ -29,7 +31,7 @@ def signing_keys(principal: PrincipalDep, services: ServicesDep) -> SigningKeyLi
 @router.get(
     "/v1/checkpoints/latest",
     response_model=CheckpointPublic,
-    responses={**READ_PROBLEMS, **NOT_FOUND},
+    responses=LATEST_PROBLEMS,
 )
 async def latest_checkpoint(
     principal: Reader,

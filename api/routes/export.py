@@ -19,7 +19,8 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Auditor, ServicesDep
-from api.projection_reads import READ_PROBLEMS, EventFeedAt
+from api.errors import INVALID_QUERY, NOT_YET_VISIBLE, declared
+from api.projection_reads import EventFeedAt
 from api.schemas import MAX_VERSION, ORG_PATTERN
 from domain.resilient_writes import utc_now
 from integrity.bundle import ExportHeads
@@ -56,7 +57,11 @@ async def ndjson(
     "",
     response_class=StreamingResponse,
     responses={
-        **READ_PROBLEMS,
+        403: declared(
+            "The token is not an auditor's or admin's, or `org` names an org other than its own"
+        ),
+        422: INVALID_QUERY,
+        503: NOT_YET_VISIBLE,
         200: {
             "content": {"application/x-ndjson": {}},
             "description": "One event (a feed entry) per line, in global order; the last "

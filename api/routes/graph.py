@@ -11,7 +11,7 @@ from fastapi.responses import PlainTextResponse, Response
 from api.deps import LedgerDep, Reader
 from api.graph import graph_json, graph_mermaid, graph_svg
 from api.presenters import wants_system
-from api.routes.tasks import PROBLEMS, IncludeSystem
+from api.routes.tasks import READ_PROBLEMS, IncludeSystem
 from api.schemas import Graph
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
     "/{task_id}/graph",
     response_model=Graph,
     responses={
-        **PROBLEMS,
+        **READ_PROBLEMS,
         200: {
             "description": "The graph as JSON, SVG (`format=svg`) or Mermaid (`format=mermaid`)",
             "content": {"image/svg+xml": {}, "text/plain": {}},

@@ -6,7 +6,7 @@ import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from api.errors import problem
+from api.errors import declared, problem
 
 router = APIRouter(tags=["operations"])
 
@@ -30,7 +30,13 @@ def _not_ready(error: Exception) -> Response:
     )
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={
+        200: {"description": "Ready: the store's position and each projection's position and lag"},
+        503: declared("The event store cannot be reached; retry after Retry-After"),
+    },
+)
 def readyz(request: Request) -> Response:
     """The store is reachable (503 when it is not); each projection's position and lag."""
     services = request.app.state.services

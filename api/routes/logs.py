@@ -40,7 +40,11 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 WRITE_PROBLEMS: dict[int | str, dict[str, Any]] = {
     **PROBLEMS,
     400: {"model": Problem, "description": "A bad Idempotency-Key"},
-    409: {"model": Problem, "description": "The step has not started"},
+    409: {
+        "model": Problem,
+        "description": "The step has not started; or a request with the same "
+        "Idempotency-Key is still in flight (see Retry-After)",
+    },
     413: {"model": Problem, "description": "Body over the size limit (1 MiB by default)"},
     415: {"model": Problem, "description": "Not text/plain; charset=utf-8"},
     422: {"model": Problem, "description": "Empty, not UTF-8, or with NUL characters"},

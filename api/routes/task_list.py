@@ -10,17 +10,23 @@ from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, Field
 
 from api.deps import LedgerDep, Reader, ServicesDep
-from api.errors import ProblemError
+from api.errors import (
+    INVALID_QUERY,
+    NO_SUCH_TASK,
+    NOT_YET_VISIBLE,
+    ProblemError,
+    Responses,
+    declared,
+)
 from api.feed_schemas import CausedTasks, OriginChain, TaskPage
 from api.presenters import wants_system
 from api.projection_reads import (
-    READ_PROBLEMS,
     IncludeSystem,
     TaskListAt,
     not_yet_visible,
     wait_for_position,
 )
-from api.schemas import ORG_PATTERN, Problem, TaskSummary
+from api.schemas import ORG_PATTERN, TaskSummary
 from api.visibility import visible_failure
 from domain.status import Status
 from projections.stream_positions import last_position
@@ -36,7 +42,20 @@ from projections.task_list import (
 
 router = APIRouter(prefix="/v1/tasks", tags=["task list"])
 
-PROBLEMS = {**READ_PROBLEMS, 404: {"model": Problem, "description": "No such task in the org"}}
+LIST_PROBLEMS: Responses = {
+    403: declared(
+        "`include_system` from a role that may not see system work, or `org` names an org "
+        "other than the token's"
+    ),
+    422: INVALID_QUERY,
+    503: NOT_YET_VISIBLE,
+}
+LINK_PROBLEMS: Responses = {
+    403: declared("`include_system` from a role that may not see system work"),
+    404: NO_SUCH_TASK,
+    422: INVALID_QUERY,
+    503: NOT_YET_VISIBLE,
+}
 # `key:value`: the longest label key (100) and value (500) a task can have, and the colon.
 MAX_LABEL_FILTER = 601
 Text = Annotated[str | None, Query(min_length=1, max_length=200)]
@@ -76,7 +95,7 @@ def _labels(values: list[str]) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-@router.get("", response_model=TaskPage, responses=READ_PROBLEMS)
+@router.get("", response_model=TaskPage, responses=LIST_PROBLEMS)
 def list_tasks(
     principal: Reader,
     view: TaskListAt,
@@ -146,7 +165,7 @@ def _find(
     return row
 
 
-@router.get("/{task_id}/origin-chain", response_model=OriginChain, responses=PROBLEMS)
+@router.get("/{task_id}/origin-chain", response_model=OriginChain, responses=LINK_PROBLEMS)
 def origin_chain(
     task_id: UUID,
     principal: Reader,
@@ -161,7 +180,7 @@ def origin_chain(
     return OriginChain(chain=present(view.origin_chain(task_id, row["org"]), show_system))
 
 
-@router.get("/{task_id}/caused", response_model=CausedTasks, responses=PROBLEMS)
+@router.get("/{task_id}/caused", response_model=CausedTasks, responses=LINK_PROBLEMS)
 def caused(
     task_id: UUID,
     principal: Reader,

@@ -9,14 +9,25 @@ from fastapi import APIRouter, Query, Response
 from pydantic import AwareDatetime, BaseModel
 
 from api.deps import LedgerDep, Reader, RequestIdDep, Writer
+from api.errors import (
+    IN_FLIGHT,
+    INVALID_QUERY,
+    INVALID_WRITE,
+    NO_SUCH_TASK,
+    SYSTEM_FORBIDDEN,
+    Responses,
+    declared,
+    example,
+)
 from api.idempotency import IdempotencyDep
 from api.log_access import LogsDep
 from api.log_totals import with_log_totals
 from api.presenters import present_task, present_write, wants_system
 from api.schemas import (
     MAX_VERSION,
+    TASK_EXAMPLE,
+    TRANSITION_REFUSED_EXAMPLE,
     CancelRequest,
-    Problem,
     RerunRequest,
     TaskCreate,
     TaskPublic,
@@ -26,26 +37,71 @@ from domain.plan import JobPlan, StepPlan
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    403: {"model": Problem, "description": "The token's role does not allow this"},
-    404: {"model": Problem, "description": "No such task in the token's org"},
-    422: {"model": Problem, "description": "Invalid request; `errors` names each field"},
+# What each route can answer besides its success. The answers every `/v1` operation,
+# every body and every POST can give (401, 429, 503; 400, 413, 415; the Idempotency-Key's
+# 400 and 409) are declared on each by `api.errors`.
+READ_PROBLEMS: Responses = {403: SYSTEM_FORBIDDEN, 404: NO_SUCH_TASK, 422: INVALID_QUERY}
+WRITE_FORBIDDEN = declared("The token's role may not write")
+IN_FLIGHT_NOTE = "; or a request with the same Idempotency-Key still in flight (see Retry-After)"
+CREATE_PROBLEMS: Responses = {
+    403: declared("The token's role may not write, or `org` names an org other than its own"),
+    409: IN_FLIGHT,
+    422: INVALID_WRITE,
 }
-WRITE_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    **PROBLEMS,
-    400: {"model": Problem, "description": "Malformed JSON or a bad Idempotency-Key"},
-    409: {"model": Problem, "description": "Refused by the task's current state"},
-    413: {"model": Problem, "description": "Body over the size limit"},
-    415: {"model": Problem, "description": "Not application/json"},
-    503: {"model": Problem, "description": "Store unavailable; retry (see Retry-After)"},
-}
+TRANSITIONS_REFUSED = declared(
+    "A transition refused by the task's state (`index`, `target`, `current_status`, "
+    "`requested_status` and `reason` say which and why; a timed out or canceled task "
+    "refuses every report), or an `expected_version` that is not the task's version"
+    + IN_FLIGHT_NOTE,
+    {
+        "A transition refused": TRANSITION_REFUSED_EXAMPLE,
+        "A stale expected_version": {
+            "type": "about:blank",
+            "title": "Conflict",
+            "status": 409,
+            "detail": "expected version 1, but the task is at version 8",
+            "current_status": "in_progress",
+        },
+    },
+)
+CANCEL_REFUSED = declared("The task is immediate or already finished" + IN_FLIGHT_NOTE)
+RERUN_REFUSED = declared(
+    "The task is immediate, of a type that is not rerunnable, or not failed, timed out or "
+    "canceled" + IN_FLIGHT_NOTE
+)
+
+
+def write_problems(refused: dict[str, Any]) -> Responses:
+    """A write to one task: its role, the task, the task's state, the request."""
+    return {403: WRITE_FORBIDDEN, 404: NO_SUCH_TASK, 409: refused, 422: INVALID_WRITE}
+
+
+def answers_task(description: str, status: int = 200, *, created: bool = False) -> Responses:
+    """The success answer of a route that answers a task, with an example."""
+    answer: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"example": example(TASK_EXAMPLE)}},
+    }
+    if created:
+        answer["headers"] = {"Location": location("The new task's URL, `/v1/tasks/{id}`")}
+    return {status: answer}
+
+
+def location(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "string"}}
+
 
 IncludeSystem = Annotated[
     bool, Query(description="Show system jobs and steps (auditors and admins only).")
 ]
 
 
-@router.post("", status_code=201, response_model=TaskPublic, responses=WRITE_PROBLEMS)
+@router.post(
+    "",
+    status_code=201,
+    response_model=TaskPublic,
+    responses={**answers_task("The task, as stored", 201, created=True), **CREATE_PROBLEMS},
+)
 def create_task(
     body: TaskCreate,
     principal: Writer,
@@ -86,7 +142,14 @@ def create_task(
     return present_write(ledger, written, idempotency.answer_id if idempotency else None)
 
 
-@router.post("/{task_id}/transitions", response_model=TaskPublic, responses=WRITE_PROBLEMS)
+@router.post(
+    "/{task_id}/transitions",
+    response_model=TaskPublic,
+    responses={
+        **answers_task("The task after the transitions"),
+        **write_problems(TRANSITIONS_REFUSED),
+    },
+)
 def report_transitions(
     task_id: UUID,
     body: TransitionsRequest,
@@ -116,7 +179,14 @@ def json_response(document: BaseModel, status_code: int = 200) -> Response:
     return Response(document.model_dump_json(), status_code, media_type="application/json")
 
 
-@router.post("/{task_id}/cancel", response_model=TaskPublic, responses=WRITE_PROBLEMS)
+@router.post(
+    "/{task_id}/cancel",
+    response_model=TaskPublic,
+    responses={
+        **answers_task("The task, `canceled` or `canceling`"),
+        **write_problems(CANCEL_REFUSED),
+    },
+)
 def cancel_task(
     task_id: UUID,
     principal: Writer,
@@ -137,7 +207,13 @@ def cancel_task(
 
 
 @router.post(
-    "/{task_id}/rerun", status_code=201, response_model=TaskPublic, responses=WRITE_PROBLEMS
+    "/{task_id}/rerun",
+    status_code=201,
+    response_model=TaskPublic,
+    responses={
+        **answers_task("The new task (`rerun_of` names this one)", 201, created=True),
+        **write_problems(RERUN_REFUSED),
+    },
 )
 def rerun_task(
     task_id: UUID,
@@ -161,7 +237,11 @@ def rerun_task(
     return present_write(ledger, written, idempotency.answer_id if idempotency else None)
 
 
-@router.get("/{task_id}", response_model=TaskPublic, responses=PROBLEMS)
+@router.get(
+    "/{task_id}",
+    response_model=TaskPublic,
+    responses={**answers_task("The task, now or as it was"), **READ_PROBLEMS},
+)
 def get_task(
     task_id: UUID,
     principal: Reader,

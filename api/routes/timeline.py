@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import LedgerDep, Reader
 from api.presenters import marked_redacted, wants_system
-from api.routes.tasks import PROBLEMS, IncludeSystem
+from api.routes.tasks import READ_PROBLEMS, IncludeSystem
 from api.schemas import MAX_VERSION, TimelinePage
 from api.visibility import visible_event
 from projections.stream_positions import stream_positions
@@ -17,7 +17,7 @@ from projections.stream_positions import stream_positions
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
 
-@router.get("/{task_id}/timeline", response_model=TimelinePage, responses=PROBLEMS)
+@router.get("/{task_id}/timeline", response_model=TimelinePage, responses=READ_PROBLEMS)
 def get_timeline(
     task_id: UUID,
     principal: Reader,

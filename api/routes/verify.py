@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Auditor, ServicesDep
-from api.projection_reads import READ_PROBLEMS
-from api.schemas import ORG_PATTERN, Problem
+from api.errors import INVALID_QUERY, NO_SUCH_TASK, Responses, declared
+from api.schemas import ORG_PATTERN
 from api.services import Services
 from api.verify_schemas import VerifyAnswer
 from domain.application_errors import TaskNotFoundError
@@ -20,8 +20,12 @@ from integrity.verify import ExtraCheck, verify_store
 
 router = APIRouter(prefix="/v1/verify", tags=["integrity"])
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": Problem, "description": "No such task in the org"}
+VERIFY_PROBLEMS: Responses = {
+    403: declared(
+        "The token is not an auditor's or admin's, or `org` names an org other than its own"
+    ),
+    404: NO_SUCH_TASK,
+    422: INVALID_QUERY,
 }
 
 
@@ -32,7 +36,7 @@ def checks_of(services: Services, org: str, task_id: UUID | None) -> list[ExtraC
     return [checkpoint_check(services.checkpoints, services.public_keys, org=org, task_id=task_id)]
 
 
-@router.get("", response_model=VerifyAnswer, responses={**READ_PROBLEMS, **NOT_FOUND})
+@router.get("", response_model=VerifyAnswer, responses=VERIFY_PROBLEMS)
 async def verify(
     principal: Auditor,
     services: ServicesDep,

@@ -24,6 +24,7 @@ from tests.api.conftest import (
 
 MIB = 1024 * 1024
 TASK = json.dumps(deploy_task())
+DIGITS_5000 = "1" * 5000  # past the 4300 digits Python turns into an int by default
 # The payload tests below are refused before any store is touched, so they run on the
 # in-memory store; test_every_hostile_body_is_refused_on_every_store sweeps them all
 # over memory, SQLite and PostgreSQL.
@@ -86,11 +87,14 @@ MALFORMED = pytest.mark.parametrize(
         b'{"title": "a"} trailing',
         b"\xef\xbb\xbf" + TASK.encode(),
         b"{\"title\": \"a\"}\x00",
+        raw_json(f'"timeout_seconds": {DIGITS_5000}'),
+        raw_json(f'"timeout_seconds": -{DIGITS_5000}'),
+        raw_json(f'"x": {{"a": [{DIGITS_5000}]}}'),
     ],
     ids=["nan", "infinity", "-infinity", "duplicate-key", "duplicate-nested-key",
          "deep-arrays", "deep-objects", "40-levels", "invalid-utf8", "utf8-surrogate",
          "truncated", "trailing-comma", "single-quotes", "trailing-garbage", "bom",
-         "trailing-nul"],
+         "trailing-nul", "5000-digit-int", "5000-digit-negative-int", "5000-digit-int-nested"],
 )  # fmt: skip
 
 
@@ -102,6 +106,37 @@ def test_malformed_json_is_400(known: tuple[Api, str], body: bytes) -> None:
     assert_problem(post(api, body), 400)
     assert_problem(post(api, body, f"/v1/tasks/{task_id}/transitions"), 400)
     assert_problem(post(api, body, "/v1/api-keys", Authorization=f"Bearer {ADMIN_TOKEN}"), 400)
+
+
+@on_memory
+def test_an_over_long_integer_is_400_saying_so(known: tuple[Api, str]) -> None:
+    api, task_id = known
+    body = raw_json(f'"timeout_seconds": {DIGITS_5000}')
+
+    for path in ("/v1/tasks", f"/v1/tasks/{task_id}/transitions", "/v1/transitions"):
+        problem = assert_problem(post(api, body, path), 400)
+        assert "5000 digits" in problem["detail"], problem
+    # The longest integer taken is still read, and refused by the field's own bounds.
+    problem = assert_problem(post(api, raw_json(f'"timeout_seconds": {"1" * 4300}')), 422)
+    assert ("body", "timeout_seconds") in error_locs(problem)
+
+
+@on_memory
+@pytest.mark.parametrize(
+    "number",
+    [f"1.{DIGITS_5000}", f"{DIGITS_5000}.0", f"1{'0' * 5000}e-4990", "1e400", "-1e400",
+     "1E99999999999999999999"],
+    ids=["5000-digit-fraction", "5000-digit-float", "5000-digit-mantissa", "1e400", "-1e400",
+         "huge-exponent"],
+)  # fmt: skip
+def test_huge_or_overflowing_floats_are_422_naming_the_field(
+    known: tuple[Api, str], number: str
+) -> None:
+    api, _ = known
+
+    problem = assert_problem(post(api, raw_json(f'"timeout_seconds": {number}')), 422)
+
+    assert ("body", "timeout_seconds") in error_locs(problem), problem
 
 
 # ---------------------------------------------------------------- text that is not text → 422
