@@ -23,6 +23,7 @@ from domain.errors import (
     TransitionTarget,
     UnknownTargetError,
 )
+from domain.inputs import validate_task_inputs
 from domain.plan import JobPlan, validate_plan
 from domain.stamped import StampedEvent
 from domain.status import (
@@ -103,7 +104,8 @@ class Task(Aggregate):
         rerun_of: UUID | None = None,
         forced: bool = False,
     ) -> Task:
-        """Records a new task after checking its plan."""
+        """Records a new task after checking its fields and its plan."""
+        validate_task_inputs(org=org, task_type=type, author=author, labels=labels)
         if kind == IMMEDIATE:
             if jobs:
                 raise InvalidRequestError.at(("jobs",), "an immediate task has no jobs")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -13,6 +14,7 @@ from domain.application import TaskLedger
 from domain.application_errors import ApiKeyNotFoundError
 from domain.context import acting_as, command_scope
 from domain.errors import ConflictError
+from store.config import StoreConfig
 
 from .support import ALICE
 
@@ -119,3 +121,78 @@ def test_revoke_racing_another_revoke_is_a_conflict_and_stores_one_revocation(
         "ApiKeyIssued",
         "ApiKeyRevoked",
     ]
+
+
+def streams_read_by(ledger: TaskLedger, monkeypatch: pytest.MonkeyPatch) -> list[UUID]:
+    """Probes the ledger's store: the streams read from now on (it still answers them).
+
+    Reading the notification log, the only way to scan every key, fails outright.
+    """
+    recorder: Any = ledger.recorder
+    select_events = recorder.select_events
+    streams: list[UUID] = []
+
+    def scan(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the token lookup scanned the notification log")
+
+    def read_one_stream(originator_id: UUID, **kwargs: Any) -> Any:
+        streams.append(originator_id)
+        return select_events(originator_id, **kwargs)
+
+    monkeypatch.setattr(recorder, "select_notifications", scan)
+    monkeypatch.setattr(recorder, "select_events", read_one_stream)
+    return streams
+
+
+def test_token_is_looked_up_by_its_hash_reading_one_stream(
+    ledger: TaskLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    issued = [ledger.issue_key(org="acme", role="reader", name=f"key-{n}") for n in range(5)]
+    key, token, _ = issued[2]
+    assert token is not None
+
+    streams = streams_read_by(ledger, monkeypatch)
+    assert ledger.find_key(token) == key
+    assert ledger.find_key("tt_not-a-token") is None
+
+    # The known key's stream, then the stream an unknown token would have: no scan.
+    assert streams[0] == key["id"]
+    assert len(set(streams)) == 2 and key["id"] in streams
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared_store_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A store two ledgers (two server processes) can share."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'tasktrail.sqlite'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def two_ledgers(shared_store_url: str) -> Iterator[tuple[TaskLedger, TaskLedger]]:
+    first = TaskLedger(StoreConfig.from_url(shared_store_url).env())
+    second = TaskLedger(StoreConfig.from_url(shared_store_url).env())
+    try:
+        yield first, second
+    finally:
+        first.close()
+        second.close()
+
+
+def test_key_issued_or_revoked_elsewhere_is_looked_up_reading_one_stream(
+    two_ledgers: tuple[TaskLedger, TaskLedger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    issuer, server = two_ledgers
+    for n in range(3):
+        issuer.issue_key(org="globex", role="reader", name=f"other-{n}")
+    key, token, _ = issuer.issue_key(org="acme", role="writer", name="ci")
+    assert token is not None
+    streams = streams_read_by(server, monkeypatch)
+
+    # A server that never saw the key finds it by its token, in the key's stream alone.
+    assert server.find_key(token) == key
+    # Revoked by the other server: the next lookup reads the same stream again.
+    issuer.revoke_key(key["id"])
+    assert server.find_key(token) is None
+
+    assert streams and set(streams) == {key["id"]}

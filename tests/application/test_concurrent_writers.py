@@ -130,7 +130,10 @@ def test_eight_writers_make_fifty_changes_each_without_loss(pg_ledger: TaskLedge
 
     changes = assert_every_change_stored_once(pg_ledger, task_id, jobs, steps)
     assert sum(changes.values()) == 400
-    assert pg_ledger.conflicts_retried > 0
+    # Hundreds of lost races were retried on the way (runs on an idle and a loaded
+    # 2-core machine retried 200-420); the floor leaves room for a lucky run, yet
+    # fails if writers stopped racing (a lock around the command, say).
+    assert pg_ledger.conflicts_retried >= 100
     print(f"\n8x50 writers: {pg_ledger.conflicts_retried} conflicts retried in {took:.1f} s")
     assert took < 30
 

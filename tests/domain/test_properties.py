@@ -1,9 +1,11 @@
 """Invariants of the task model under random plans and random command sequences.
 
 Hypothesis draws small DAGs (1-5 jobs of 1-3 steps) and sequences of reports (legal
-or not), retries, cancels, hard timeouts and reruns, and drives the aggregate the way the
-application does: each command runs on a fresh copy that is kept only if the command
-was accepted (a refused `report` may have applied its earlier items before raising).
+or not), retries, cancels, hard timeouts and reruns. The first property drives the
+aggregate alone: each command runs on a fresh copy that is kept only if the command
+was accepted (a refused `report` may have applied its earlier items to that copy
+before raising). The second drives the same commands through the task ledger, where
+a refused command must leave the stored task exactly as it was.
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain.application import TaskLedger
 from domain.context import acting_as
 from domain.errors import DomainError, TransitionRefusedError, UnknownTargetError
 from domain.plan import JobPlan
 from domain.status import UNSATISFIABLE, Status, derive_task_status
 from domain.task import Task
 from domain.work import Transition
+from store.config import StoreConfig
 from tests.domain.builders import EXECUTOR, T0, USER, executable, job, replay
 
 TIMEOUT_SECONDS = 60
@@ -70,6 +75,22 @@ class BackOff:
 
 
 @dataclass(frozen=True)
+class AdvanceThenReport:
+    """One list: a legal move first, then raw transitions that may well be refused.
+
+    What makes a refusal come after a change: a `report` that raises has already
+    applied its earlier items, which its caller must then throw away.
+    """
+
+    first: Advance
+    then: Report
+
+
+# Every command that is a list of reported transitions.
+Reporting = Report | Advance | BackOff | AdvanceThenReport
+
+
+@dataclass(frozen=True)
 class Cancel:
     pass
 
@@ -107,11 +128,13 @@ advance = st.builds(
     ),
 )
 report = st.builds(Report, st.lists(raw_transition, min_size=1, max_size=3).map(tuple))
-# Mostly work moving forward (the roll picks the kind of command), with random reports,
-# retries, and now and then a cancel, a hard timeout or a rerun.
+# Mostly work moving forward (the roll picks the kind of command), with random reports
+# (alone, or after a legal move in the same list), retries, and now and then a cancel,
+# a hard timeout or a rerun.
 command = st.integers(0, 99).flatmap(
     lambda roll: (
-        advance if roll < 65
+        advance if roll < 60
+        else st.builds(AdvanceThenReport, advance, report) if roll < 70
         else report if roll < 85
         else st.builds(BackOff, st.integers(0, 4)) if roll < 92
         else st.just(Cancel()) if roll < 95
@@ -122,9 +145,9 @@ command = st.integers(0, 99).flatmap(
 commands = st.lists(st.tuples(st.integers(0, 10), command), min_size=10, max_size=60)
 
 
-def transitions_of(
-    task: Task, command: Report | Advance | BackOff, now: datetime
-) -> list[Transition]:
+def transitions_of(task: Task, command: Reporting, now: datetime) -> list[Transition]:
+    if isinstance(command, AdvanceThenReport):
+        return transitions_of(task, command.first, now) + transitions_of(task, command.then, now)
     if isinstance(command, BackOff):
         key = task.jobs[command.job % len(task.jobs)].key
         return [Transition(Status.BACKED_OFF, key, retry_at=now + timedelta(seconds=30))]
@@ -146,9 +169,11 @@ def transitions_of(
     return found
 
 
-def execute(task: Task, command: object, now: datetime) -> Task | None:
+def execute(
+    task: Task, command: object, now: datetime, rerun_id: UUID | None = None
+) -> Task | None:
     """Runs one command on `task`; returns the new task of a rerun."""
-    if isinstance(command, Report | Advance | BackOff):
+    if isinstance(command, Reporting):
         task.report(transitions_of(task, command, now), now)
     elif isinstance(command, Cancel):
         task.request_cancel("stop", now)
@@ -156,9 +181,26 @@ def execute(task: Task, command: object, now: datetime) -> Task | None:
         task.time_out(now)
     elif isinstance(command, Rerun):
         return task.rerun(
-            new_task_id=UUID(int=now.second + 1), author=USER, force=command.force, now=now
+            new_task_id=rerun_id or UUID(int=now.second + 1),
+            author=USER,
+            force=command.force,
+            now=now,
         )
     return None
+
+
+def execute_on_ledger(
+    ledger: TaskLedger, task: Task, command: object, now: datetime, rerun_id: UUID
+) -> None:
+    """Runs one command through the ledger, as the API would; `task` is the stored task."""
+    if isinstance(command, Reporting):
+        ledger.report(task.id, transitions_of(task, command, now))
+    elif isinstance(command, Cancel):
+        ledger.cancel(task.id, "stop")
+    elif isinstance(command, TimeOut):
+        ledger.time_out(task.id, now=now)
+    elif isinstance(command, Rerun):
+        ledger.rerun(task.id, author=USER, force=command.force, new_task_id=rerun_id)
 
 
 def comparable(task: Task, *, ignore: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -252,7 +294,7 @@ def assert_refusal_changed_nothing(
 ) -> None:
     """The refused command (or its refused item) triggered no event and changed nothing."""
     index = getattr(refusal, "index", None)
-    if not isinstance(command, Report | Advance | BackOff) or not index:
+    if not isinstance(command, Reporting) or not index:
         assert attempt == before
         return
     # The items before the refused one applied as they would alone; the refused one added nothing.
@@ -284,8 +326,8 @@ def test_random_commands_keep_every_invariant(
             if isinstance(refusal, TransitionRefusedError | UnknownTargetError):
                 assert refusal.index is not None
             assert_refusal_changed_nothing(before, attempt, command, now, refusal)
-            # The application discards the attempt: reloading gives the task as it was.
-            assert replica == before
+            # The attempt is discarded here; that the ledger discards it too is
+            # `test_refused_commands_leave_the_stored_task_unchanged`.
             continue
 
         events = attempt.collect_events()
@@ -303,3 +345,64 @@ def test_random_commands_keep_every_invariant(
             assert replay(new_task.collect_events()) == new_task
 
     assert replay(history) == task
+
+
+class Clock:
+    """The ledger's clock, moved by the test: the service time of each command."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def stored(ledger: TaskLedger, task_id: UUID) -> Task:
+    """The task as the ledger holds it now (what the next command and every read get)."""
+    task: Task = ledger.repository.get(task_id)
+    return task
+
+
+@settings(max_examples=60, deadline=None)
+@given(plan=plans(), forced=st.booleans(), script=commands)
+def test_refused_commands_leave_the_stored_task_unchanged(
+    plan: tuple[JobPlan, ...], forced: bool, script: list[tuple[int, object]]
+) -> None:
+    clock = Clock(T0)
+    ledger = TaskLedger(StoreConfig.from_url("memory://").env(), clock=clock)
+    try:
+        with acting_as(USER):
+            created = executable(*plan, forced=forced, timeout_seconds=TIMEOUT_SECONDS)
+        # Forced tasks come only from reruns: the created task is saved as it is.
+        model = copy.deepcopy(created)
+        model.collect_events()
+        ledger.save(created)
+
+        for number, (seconds, command) in enumerate(script, start=1):
+            clock.now += timedelta(seconds=seconds)
+            rerun_id = UUID(int=number)
+            before = stored(ledger, created.id)
+            attempt = copy.deepcopy(model)
+            try:
+                with acting_as(EXECUTOR):
+                    execute_on_ledger(ledger, before, command, clock.now, rerun_id)
+            except DomainError:
+                # Refused: nothing stored, nothing left half-applied for the next command.
+                after = stored(ledger, created.id)
+                assert after.version == before.version
+                assert after == before
+                # The aggregate alone refuses it too (the ledger adds no rule of its own).
+                with acting_as(EXECUTOR), pytest.raises(DomainError):
+                    execute(attempt, command, clock.now, rerun_id)
+            else:
+                # Accepted: the ledger stored exactly what the aggregate alone decides.
+                with acting_as(EXECUTOR):
+                    execute(attempt, command, clock.now, rerun_id)
+                model = attempt
+                model.collect_events()
+                assert comparable(stored(ledger, created.id)) == comparable(model)
+
+            # Replaying the stored events gives the state every read is answered from.
+            assert replay(ledger.events.get(created.id)) == stored(ledger, created.id)
+    finally:
+        ledger.close()
