@@ -14,15 +14,16 @@ from uuid import UUID
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
+from domain import inputs
 from domain.plan import KEY_PATTERN, MAX_JOBS, MAX_STEPS_PER_JOB
 from domain.status import Status
 from domain.task import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
 from domain.work import Transition
 
-ORG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+ORG_PATTERN = inputs.ORG_PATTERN.pattern
 # Stores keep versions as signed 64-bit integers: a larger one cannot even be asked for.
 MAX_VERSION = 2**63 - 1
-TYPE_PATTERN = r"^[a-z0-9][a-z0-9_.:-]{0,99}$"
+TYPE_PATTERN = inputs.TYPE_PATTERN.pattern
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
 
 Key = Annotated[str, Field(pattern=KEY_PATTERN.pattern, examples=["build"])]
@@ -140,7 +141,7 @@ class TaskCreate(Request):
             Annotated[str, Field(min_length=1, max_length=100)],
             Annotated[str, Field(max_length=500)],
         ],
-        Field(max_length=32),
+        Field(max_length=inputs.MAX_LABELS),
     ] = {}
     jobs: Annotated[list[JobCreate], Field(max_length=MAX_JOBS)] = []
 
