@@ -185,12 +185,12 @@ def bench_timeouts(tasks: int, rounds: int) -> None:
         conninfo = store.conninfo()
         say(f"two tasktrail serve processes on {database.url}")
         servers = [Server("serve-a", database.url, database.workdir)]
-        deadline = time.monotonic() + 30
-        while not role_holders(conninfo, store):
-            assert time.monotonic() < deadline, "no process took the background roles"
-            time.sleep(0.1)
-        servers.append(Server("serve-b", database.url, database.workdir))
         try:
+            deadline = time.monotonic() + 30
+            while not role_holders(conninfo, store):
+                assert time.monotonic() < deadline, "no process took the background roles"
+                time.sleep(0.1)
+            servers.append(Server("serve-b", database.url, database.workdir))
             token = writer_token(servers[0])
             latencies = measure_latency(servers[1], token, tasks, pace=0.05)
             takeovers = []
