@@ -12,14 +12,17 @@ sign where every chain of the org stands, and which moved since its last checkpo
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Sequence
 from typing import Any, Protocol
 from uuid import UUID
 
 from eventsourcing.dispatch import singledispatchmethod
+from eventsourcing.persistence import Mapper, Notification
 
 from domain.checkpoints import ChainHead
 from domain.task import Task
-from projections.batched import BatchedProjection
+from projections.batched import BatchedProjection, EventRecord
+from projections.decoding import event_class
 from projections.tracked_view import TrackedView
 
 
@@ -49,18 +52,42 @@ class ChainHeadsProjection(BatchedProjection[ChainHeadView]):
     name = "chain_heads"
     event_classes = (Task.Event,)
 
+    def events(
+        self, notifications: Sequence[Notification], mapper: Mapper[Any]
+    ) -> list[tuple[EventRecord, int]]:
+        """Each task's last chained event in the batch, and its creation (which names the
+        org): the events in between would only move a head the last one moves further,
+        so they are not even parsed."""
+        decoder = self.decoder(mapper)
+        events, headed = [], set()
+        for notification in reversed(notifications):
+            task_id = notification.originator_id
+            created = issubclass(event_class(notification.topic), Task.TaskCreated)
+            if task_id in headed and not created:
+                continue
+            record = self.record(notification, decoder)
+            if record is None:
+                continue
+            if record.state.get("hash") is not None:
+                headed.add(task_id)
+            events.append((record, notification.id))
+        events.reverse()
+        return events
+
     @singledispatchmethod
-    def apply(self, event: Any, position: int, batch: ChainHeadWriter) -> None:
+    def apply(self, event: EventRecord, position: int, batch: ChainHeadWriter) -> None:
         """A later event of a task: its head moves."""
         self._advance(event, position, batch)
 
     @apply.register(Task.TaskCreated)
-    def _created(self, event: Any, position: int, batch: ChainHeadWriter) -> None:
-        self._advance(event, position, batch, org=event.org)
+    def _created(self, event: EventRecord, position: int, batch: ChainHeadWriter) -> None:
+        self._advance(event, position, batch, org=event.state["org"])
 
     @staticmethod
-    def _advance(event: Any, position: int, batch: ChainHeadWriter, org: str | None = None) -> None:
-        hash = vars(event).get("hash")
+    def _advance(
+        event: EventRecord, position: int, batch: ChainHeadWriter, org: str | None = None
+    ) -> None:
+        hash = event.state.get("hash")
         if hash is None:  # stored before events were chained: nothing to vouch for
             return
         batch.advance(event.originator_id, event.originator_version, hash, position, org=org)

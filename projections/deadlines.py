@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 from uuid import UUID
 
 from eventsourcing.dispatch import singledispatchmethod
 
 from domain.task import Task
-from projections.batched import BatchedProjection
+from projections.batched import BatchedProjection, EventRecord
 from projections.tracked_view import TrackedView
 
 
@@ -56,21 +56,25 @@ class DeadlineProjection(BatchedProjection[DeadlineView]):
         Task.JobStarted,  # type: ignore[attr-defined]
         Task.TaskFinished,  # type: ignore[attr-defined]
     )
+    # A finish removes the row whatever it says.
+    counted_classes = (Task.TaskFinished,)  # type: ignore[attr-defined]
 
     @singledispatchmethod
-    def apply(self, event: Any, position: int, batch: DeadlineWriter) -> None:
+    def apply(self, event: EventRecord, position: int, batch: DeadlineWriter) -> None:
         """Events that do not move a deadline."""
 
     @apply.register(Task.TaskCreated)
-    def _created(self, event: Task.TaskCreated, position: int, batch: DeadlineWriter) -> None:
-        if event.timeout_seconds is not None:
-            batch.add(event.originator_id, event.timeout_seconds)
+    def _created(self, event: EventRecord, position: int, batch: DeadlineWriter) -> None:
+        timeout_seconds = event.value("timeout_seconds")
+        if timeout_seconds is not None:
+            batch.add(event.originator_id, timeout_seconds)
 
     @apply.register(Task.JobStarted)  # type: ignore[attr-defined]
-    def _job_started(self, event: Any, position: int, batch: DeadlineWriter) -> None:
-        if event.task_started_at is not None:
-            batch.start(event.originator_id, event.task_started_at)
+    def _job_started(self, event: EventRecord, position: int, batch: DeadlineWriter) -> None:
+        started_at = event.value("task_started_at")
+        if started_at is not None:
+            batch.start(event.originator_id, started_at)
 
     @apply.register(Task.TaskFinished)  # type: ignore[attr-defined]
-    def _finished(self, event: Any, position: int, batch: DeadlineWriter) -> None:
+    def _finished(self, event: EventRecord, position: int, batch: DeadlineWriter) -> None:
         batch.remove(event.originator_id)

@@ -24,13 +24,16 @@ from uuid import UUID
 from eventsourcing.dispatch import singledispatchmethod
 
 from domain.api_key import ApiKey
+from domain.chain import ENVELOPE, to_json_value
 from domain.task import Task
-from domain.views import event_view
-from projections.batched import BatchedProjection
+from projections.batched import BatchedProjection, EventRecord
+from projections.decoding import is_encoded
 from projections.tracked_view import TrackedView
 
 # Never shown in a feed: enough to check a guessed token offline.
 HIDDEN_FIELDS = frozenset({"token_hash"})
+NOT_DATA = ENVELOPE | HIDDEN_FIELDS
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 @dataclass(frozen=True)
@@ -76,14 +79,63 @@ def about_system_work(data: dict[str, Any], shape: dict[str, Any]) -> bool:
     return False
 
 
-def feed_entry(event: Any, position: int) -> dict[str, Any]:
-    """The event as a feed entry (serialised by the view: times in RFC 3339, ids as text)."""
-    entry = event_view(event)
-    entry["data"] = {k: v for k, v in entry["data"].items() if k not in HIDDEN_FIELDS}
-    entry["stream_id"] = event.originator_id
-    if not isinstance(event, Task.Event):
-        entry["task_id"] = None
-    return {"position": position, **entry}
+def feed_entry(event: EventRecord, position: int) -> dict[str, Any]:
+    """The event as a feed entry: its timeline entry (`domain.views.event_view`) with
+    `position` and `stream_id`, made from its stored state without decoding it whole.
+
+    `data` takes the JSON form a timeline shows (`domain.chain.to_json_value`); the
+    times of the entry itself stay times, serialised by the view as the API does. The
+    entry takes the record's state over: what is left of it is `data`.
+    """
+    data = event.state
+    recorded_at = _time(event, data.pop("timestamp"))
+    occurred_at = data.pop("occurred_at", None)
+    entry = {
+        "position": position,
+        "task_id": event.originator_id if issubclass(event.event_class, Task.Event) else None,
+        "version": event.originator_version,
+        "type": event.event_class.__name__,
+        "recorded_at": recorded_at,
+        "occurred_at": _time(event, occurred_at) if occurred_at else recorded_at,
+        "actor": event.decoded(data.pop("actor", None)),
+        "request_id": data.pop("request_id", None),
+        "data": data,
+        "prev_hash": data.pop("prev_hash", None),
+        "hash": data.pop("hash", None),
+        "redacted": False,
+        "stream_id": event.originator_id,
+    }
+    for key in NOT_DATA.intersection(data):
+        del data[key]
+    for key, value in data.items():
+        if type(value) is dict or type(value) is list:
+            data[key] = _json_value(event, value)
+    return entry
+
+
+def _json_value(event: EventRecord, value: Any) -> Any:
+    """`to_json_value` of a state value, decoding only what is not plain JSON already."""
+    kind = type(value)
+    if kind is dict:
+        if is_encoded(value):
+            if value["_type_"] == "datetime_iso" and value["_data_"].endswith("+00:00"):
+                return value["_data_"][:-6] + "Z"  # RFC 3339 in UTC, without parsing it
+            return to_json_value(event.decoded(value))
+        return {k: v if type(v) in _PLAIN else _json_value(event, v) for k, v in value.items()}
+    if kind is list:
+        return [v if type(v) in _PLAIN else _json_value(event, v) for v in value]
+    if kind in _PLAIN:
+        return value
+    return to_json_value(value)  # decoded already
+
+
+def _time(event: EventRecord, value: Any) -> Any:
+    """A time of the entry as the view serialises it: `...Z` text, or the decoded time."""
+    if type(value) is dict and value.get("_type_") == "datetime_iso":
+        text = value["_data_"]
+        if text.endswith("+00:00"):
+            return text[:-6] + "Z"
+    return event.decoded(value)
 
 
 class OrgEventWriter(Protocol):
@@ -121,7 +173,7 @@ class EventFeedProjection(BatchedProjection[OrgEventView]):
     event_classes = (Task.Event, ApiKey.Event)
 
     @singledispatchmethod
-    def apply(self, event: Any, position: int, batch: OrgEventWriter) -> None:
+    def apply(self, event: EventRecord, position: int, batch: OrgEventWriter) -> None:
         """Any later event of a known stream."""
         entry = feed_entry(event, position)
         stream = batch.stream(event.originator_id)
@@ -130,11 +182,12 @@ class EventFeedProjection(BatchedProjection[OrgEventView]):
         )
 
     @apply.register(Task.TaskCreated)
-    def _task_created(self, event: Any, position: int, batch: OrgEventWriter) -> None:
-        stream = Stream(event.org, task_shape(event.jobs))
-        batch.open_stream(event.originator_id, stream, feed_entry(event, position))
+    def _task_created(self, event: EventRecord, position: int, batch: OrgEventWriter) -> None:
+        entry = feed_entry(event, position)
+        stream = Stream(event.state["org"], task_shape(entry["data"]["jobs"]))
+        batch.open_stream(event.originator_id, stream, entry)
 
     @apply.register(ApiKey.ApiKeyIssued)
-    def _key_issued(self, event: Any, position: int, batch: OrgEventWriter) -> None:
-        stream = Stream(event.org, {"jobs": []})
+    def _key_issued(self, event: EventRecord, position: int, batch: OrgEventWriter) -> None:
+        stream = Stream(event.state["org"], {"jobs": []})
         batch.open_stream(event.originator_id, stream, feed_entry(event, position))

@@ -132,12 +132,13 @@ class EventFeedBatch:
 
     def append(self, stream_id: UUID, entry: dict[str, Any], *, is_system: bool) -> None:
         d = self.dialect
+        stream = d.uuid(stream_id)
         self.rows.append(
             (
                 entry["position"],
                 self.stream(stream_id).org,
-                d.uuid(stream_id),
-                d.uuid(entry["task_id"]),
+                stream,
+                None if entry["task_id"] is None else stream,  # a task's stream is the task
                 entry["version"],
                 entry["type"],
                 d.flag(is_system),

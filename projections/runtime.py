@@ -48,7 +48,7 @@ CATALOGUE: dict[str, tuple[type[BatchedProjection[Any]], type, type]] = {
     "deadlines": (DeadlineProjection, PostgresDeadlines, SQLiteDeadlines),
     "chain_heads": (ChainHeadsProjection, PostgresChainHeads, SQLiteChainHeads),
 }
-REBUILD_BATCH_SIZE = 2000
+REBUILD_BATCH_SIZE = 10_000
 
 
 class RunnerActiveError(Exception):

@@ -30,7 +30,7 @@ from eventsourcing.dispatch import singledispatchmethod
 from domain.status import Status
 from domain.task import IMMEDIATE, Task
 from domain.views import duration_seconds
-from projections.batched import BatchedProjection
+from projections.batched import BatchedProjection, EventRecord
 from projections.tracked_view import TrackedView
 
 MAX_LIMIT = 500
@@ -142,8 +142,8 @@ class TaskListProjection(BatchedProjection[TaskListView]):
 
     name = "task_list"
     event_classes = (Task.Event,)
-    # Events that change no summary field: counted, never decoded.
-    header_classes = (
+    # Events that change no summary field: counted, never parsed.
+    counted_classes = (
         Task.JobQueued,  # type: ignore[attr-defined]
         Task.StepStarted,  # type: ignore[attr-defined]
         Task.StepFinished,  # type: ignore[attr-defined]
@@ -153,80 +153,86 @@ class TaskListProjection(BatchedProjection[TaskListView]):
     )
 
     @singledispatchmethod
-    def apply(self, event: Any, position: int, batch: TaskListWriter) -> None:
+    def apply(self, event: EventRecord, position: int, batch: TaskListWriter) -> None:
         """A task event that changes no summary field: the row still counts it."""
         batch.update(event.originator_id, event.originator_version, position)
 
     @apply.register(Task.TaskCreated)
-    def _created(self, event: Task.TaskCreated, position: int, batch: TaskListWriter) -> None:
-        immediate = event.kind == IMMEDIATE
+    def _created(self, event: EventRecord, position: int, batch: TaskListWriter) -> None:
+        value = event.value
+        immediate = value("kind") == IMMEDIATE
+        author = dict(value("author"))
+        labels = dict(value("labels"))
+        created_at = value("occurred_at")
         row = {
             "id": event.originator_id,
-            "org": event.org,
-            "type": event.type,
-            "title": event.title,
-            "kind": event.kind,
+            "org": value("org"),
+            "type": value("type"),
+            "title": value("title"),
+            "kind": value("kind"),
             "status": (Status.DONE if immediate else Status.PENDING).value,
-            "author": dict(event.author),
-            "author_id": str(event.author.get("id", "")),
-            "author_kind": str(event.author.get("kind", "")),
-            "project": event.project,
-            "origin_task_id": event.origin_task_id,
-            "rerun_of": event.rerun_of,
+            "author": author,
+            "author_id": str(author.get("id", "")),
+            "author_kind": str(author.get("kind", "")),
+            "project": value("project"),
+            "origin_task_id": value("origin_task_id"),
+            "rerun_of": value("rerun_of"),
             "reruns": [],
-            "forced": event.forced,
-            "silent": event.silent,
-            "rerunnable": event.rerunnable,
-            "timeout_seconds": event.timeout_seconds,
-            "labels": dict(event.labels),
+            "forced": value("forced"),
+            "silent": value("silent"),
+            "rerunnable": value("rerunnable"),
+            "timeout_seconds": value("timeout_seconds"),
+            "labels": labels,
             "cancel_requested": False,
-            "created_at": event.occurred_at,
+            "created_at": created_at,
             "queued_at": None,
             "started_at": None,
-            "finished_at": event.occurred_at if immediate else None,
+            "finished_at": created_at if immediate else None,
             "failure": None,
             "version": event.originator_version,
             "position": position,
             "events_applied": 1,
         }
-        batch.add_task(row, dict(event.labels))
+        batch.add_task(row, dict(labels))
 
     @apply.register(Task.TaskQueued)  # type: ignore[attr-defined]
-    def _queued(self, event: Any, position: int, batch: TaskListWriter) -> None:
+    def _queued(self, event: EventRecord, position: int, batch: TaskListWriter) -> None:
         batch.update(
             event.originator_id,
             event.originator_version,
             position,
-            queued_at=event.queued_at,
+            queued_at=event.value("queued_at"),
             status=Status.QUEUED.value,
         )
 
     @apply.register(Task.JobStarted)  # type: ignore[attr-defined]
-    def _job_started(self, event: Any, position: int, batch: TaskListWriter) -> None:
-        started = {"started_at": event.task_started_at} if event.task_started_at else {}
+    def _job_started(self, event: EventRecord, position: int, batch: TaskListWriter) -> None:
+        task_started_at = event.value("task_started_at")
+        started = {"started_at": task_started_at} if task_started_at else {}
         batch.update(event.originator_id, event.originator_version, position, **started)
 
     @apply.register(Task.TaskStatusChanged)  # type: ignore[attr-defined]
-    def _status_changed(self, event: Any, position: int, batch: TaskListWriter) -> None:
-        batch.update(event.originator_id, event.originator_version, position, status=event.status)
+    def _status_changed(self, event: EventRecord, position: int, batch: TaskListWriter) -> None:
+        status = event.value("status")
+        batch.update(event.originator_id, event.originator_version, position, status=status)
 
     @apply.register(Task.TaskFinished)  # type: ignore[attr-defined]
-    def _finished(self, event: Any, position: int, batch: TaskListWriter) -> None:
+    def _finished(self, event: EventRecord, position: int, batch: TaskListWriter) -> None:
         batch.update(
             event.originator_id,
             event.originator_version,
             position,
-            status=event.status,
-            failure=event.failure,
-            finished_at=event.finished_at,
+            status=event.value("status"),
+            failure=event.value("failure"),
+            finished_at=event.value("finished_at"),
         )
 
     @apply.register(Task.TaskCancelRequested)  # type: ignore[attr-defined]
-    def _cancel_requested(self, event: Any, position: int, batch: TaskListWriter) -> None:
+    def _cancel_requested(self, event: EventRecord, position: int, batch: TaskListWriter) -> None:
         batch.update(event.originator_id, event.originator_version, position, cancel_requested=True)
 
     @apply.register(Task.TaskRerun)  # type: ignore[attr-defined]
-    def _rerun(self, event: Any, position: int, batch: TaskListWriter) -> None:
+    def _rerun(self, event: EventRecord, position: int, batch: TaskListWriter) -> None:
         batch.add_rerun(
-            event.originator_id, event.originator_version, position, event.rerun_task_id
+            event.originator_id, event.originator_version, position, event.value("rerun_task_id")
         )
