@@ -53,6 +53,10 @@ class Dialect(ABC):
         """The statement, ready for the driver's `execute`."""
 
     @abstractmethod
+    def existing_indexes(self, cursor: Any) -> set[str]:
+        """The names of the indexes the view's schema (or database) has."""
+
+    @abstractmethod
     def uuid(self, value: UUID | None) -> Any: ...
 
     @abstractmethod
@@ -111,6 +115,10 @@ class PostgresDialect(Dialect):
     def render(self, text: str) -> Any:
         return self._render(text)
 
+    def existing_indexes(self, cursor: Any) -> set[str]:
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (self.schema,))
+        return {_first_column(row) for row in cursor.fetchall()}
+
     def uuid(self, value: UUID | None) -> Any:
         return value
 
@@ -150,6 +158,10 @@ class SQLiteDialect(Dialect):
     def render(self, text: str) -> Any:
         return self._render(text)
 
+    def existing_indexes(self, cursor: Any) -> set[str]:
+        cursor.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        return {_first_column(row) for row in cursor.fetchall()}
+
     def uuid(self, value: UUID | None) -> Any:
         return None if value is None else str(value)
 
@@ -176,3 +188,7 @@ class SQLiteDialect(Dialect):
 
     def read_json(self, value: Any) -> Any:
         return None if value is None else json.loads(value)
+
+
+def _first_column(row: Any) -> Any:
+    return next(iter(row.values())) if isinstance(row, dict) else row[0]

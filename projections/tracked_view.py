@@ -15,6 +15,7 @@ writer that fell behind, gets `PositionConflict` and writes nothing.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -208,10 +209,17 @@ class TrackedView(ABC):
         self.indexes_deferred = True
 
     def create_indexes(self) -> None:
-        """Creates the view's secondary indexes that do not exist (after a rebuild)."""
+        """Creates the view's secondary indexes that do not exist (after a rebuild).
+
+        Only the missing ones are even asked for: `CREATE INDEX IF NOT EXISTS` wants the
+        table's owner, and the service may run as a role that owns nothing
+        (`tasktrail migrate --grant`), for which every index exists already.
+        """
         with self._transaction() as cursor:
+            existing = self.dialect.existing_indexes(cursor)
             for statement in self.index_ddl():
-                cursor.execute(self.dialect.render(statement))
+                if self.dialect.indexes[_index_key(statement)] not in existing:
+                    cursor.execute(self.dialect.render(statement))
         self.indexes_deferred = False
 
     def dump(self) -> dict[str, list[dict[str, Any]]]:
@@ -222,6 +230,14 @@ class TrackedView(ABC):
                 cursor.execute(self.dialect.render(f"SELECT * FROM {{{key}}} ORDER BY {order}"))
                 result[self.tables[key]] = [dict(row) for row in cursor.fetchall()]
             return result
+
+
+def _index_key(statement: str) -> str:
+    """The placeholder naming the index a `CREATE INDEX IF NOT EXISTS {ix_...}` creates."""
+    match = re.match(r"CREATE INDEX IF NOT EXISTS \{(\w+)\}", statement)
+    if match is None:
+        raise ValueError(f"not an index statement of a view: {statement[:80]}")
+    return match.group(1)
 
 
 def _first(row: Any) -> Any:
