@@ -125,7 +125,7 @@ class HttpMetrics:
         app: ASGIApp,
         requests: Counter,
         latency: Histogram,
-        after_request: Callable[[], None],
+        after_request: Callable[[], None] | None,
     ) -> None:
         self.app = app
         self.requests = requests
@@ -152,8 +152,8 @@ class HttpMetrics:
             method = scope["method"]
             self.requests.labels(method, route, str(status)).inc()
             self.latency.labels(method, route).observe(time.perf_counter() - started)
-            # A race this request lost must be in the files before another process's scrape.
-            self.after_request()
+            if self.after_request is not None:
+                self.after_request()
 
 
 class StoreCollector(Collector):
@@ -243,7 +243,9 @@ def install(app: FastAPI) -> None:
         HttpMetrics,
         requests=requests,
         latency=latency,
-        after_request=lambda: counters.publish_services(app),
+        # Shared across processes, a race this request lost must be in the files before
+        # another process's scrape; alone, the scrape publishes what it shows.
+        after_request=(lambda: counters.publish_services(app)) if shared else None,
     )
 
 

@@ -38,7 +38,7 @@ import psycopg
 from domain.application import TaskLedger
 from domain.checkpoint_application import Checkpoints
 from domain.log_application import StepLogs
-from projections.coordination import advisory_key
+from projections.coordination import store_lock_key
 from projections.runtime import Projections
 from store.config import StoreConfig
 from store.durability import check_durability
@@ -53,7 +53,7 @@ LOCK_WAIT_SECONDS = 120
 def migration_lock(store: StoreConfig) -> Iterator[None]:
     """Held while one process creates the tables; the others wait their turn."""
     if store.backend == "postgres":
-        key = advisory_key(store.pg_dbname, store.pg_schema or "public", MIGRATION_LOCK)
+        key = store_lock_key(store.pg_dbname, store.pg_schema, MIGRATION_LOCK)
         with psycopg.connect(store.conninfo(), autocommit=True, connect_timeout=5) as conn:
             conn.execute(f"SET lock_timeout = '{LOCK_WAIT_SECONDS}s'")
             conn.execute("SELECT pg_advisory_lock(%s)", (key,))

@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,25 @@ def advisory_key(*parts: str) -> int:
     """A signed 64-bit lock key naming one projection of one store."""
     digest = hashlib.blake2b("\x1f".join(("tasktrail", *parts)).encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def store_lock_key(dbname: str, schema: str | None, name: str) -> int:
+    """The advisory lock key of `name` (a projection, the enforcer, the migration) in the
+    store at `dbname` and `schema` (PostgreSQL's default schema when none is named)."""
+    return advisory_key(dbname, schema or "public", name)
+
+
+def advisory_lock_holders(conn: psycopg.Connection[Any], keys: Iterable[int]) -> dict[int, int]:
+    """Each of `keys` held as an advisory lock in the connection's database → the backend
+    pid holding it (PostgreSQL shows a 64-bit key as two 32-bit halves)."""
+    rows = conn.execute(
+        "SELECT classid::bigint, objid::bigint, pid FROM pg_locks "
+        "WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    ).fetchall()
+    pid_of = {(classid, objid): pid for classid, objid, pid in rows}
+    halves = {key: ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF) for key in keys}
+    return {key: pid_of[half] for key, half in halves.items() if half in pid_of}
 
 
 class Coordinator:

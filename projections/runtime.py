@@ -29,7 +29,7 @@ from projections.coordination import (
     Coordinator,
     FileLockCoordinator,
     PostgresCoordinator,
-    advisory_key,
+    store_lock_key,
 )
 from projections.deadlines import DeadlineProjection, DeadlineView
 from projections.deadlines_sql import PostgresDeadlines, SQLiteDeadlines
@@ -139,8 +139,7 @@ class Projections:
     def coordinator(self, name: str, *, listen: bool = True) -> Coordinator:
         """A new election (and, with `listen`, wake-ups on new events) for one role."""
         if self.store.backend == "postgres":
-            schema = self.store.pg_schema or "public"
-            key = advisory_key(self.store.pg_dbname, schema, name)
+            key = store_lock_key(self.store.pg_dbname, self.store.pg_schema, name)
             channel = self.app.recorder.channel_name if listen else None
             return PostgresCoordinator(self.store.conninfo(), key, channel)
         if self.store.backend == "sqlite":

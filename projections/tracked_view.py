@@ -124,12 +124,33 @@ class TrackedView(ABC):
     def _reading(self) -> Any:
         """A read-only snapshot (context manager yielding a cursor)."""
 
-    @abstractmethod
     def _recreate(self) -> None:
         """Drops the view's tables and tracking, and creates them again, empty, without
         their secondary indexes."""
+        with self._transaction() as cursor:
+            for key in (*self.tables, "tracking"):
+                cursor.execute(
+                    self.dialect.render(f"DROP TABLE IF EXISTS {{{key}}}{self.drop_suffix}")
+                )
+        # Every concrete view is also the library's tracking recorder (its state, its
+        # `create_table`), which this base class does not declare.
+        recorder: Any = self
+        recorder.tracking_table_exists = False
+        recorder.tracking_migration_previous = recorder.tracking_migration_current = None
+        # The recorder creates its tables from a list of statements: for once, the list
+        # without the secondary indexes.
+        every = getattr(self, self.create_statements_attribute)
+        indexes = [self.dialect.render(s) for s in self.index_ddl()]
+        setattr(self, self.create_statements_attribute, [s for s in every if s not in indexes])
+        try:
+            recorder.create_table()
+        finally:
+            setattr(self, self.create_statements_attribute, every)
 
     lock_suffix = ""
+    drop_suffix = ""
+    # Where the library's recorder keeps its CREATE statements (the backends differ).
+    create_statements_attribute: ClassVar[str]
     indexes_deferred = False  # by `reset()`, until `create_indexes()`
 
     def index_ddl(self) -> list[str]:
@@ -250,6 +271,8 @@ class PostgresTrackedView(TrackedView, PostgresTrackingRecorder):
     """A view in PostgreSQL, in the store's schema, next to the event table."""
 
     lock_suffix = " FOR UPDATE"
+    drop_suffix = " CASCADE"
+    create_statements_attribute = "sql_create_statements"
 
     def __init__(
         self,
@@ -275,21 +298,6 @@ class PostgresTrackedView(TrackedView, PostgresTrackingRecorder):
         with self.datastore.get_connection() as conn, conn.cursor() as cursor:
             yield cursor
 
-    def _recreate(self) -> None:
-        names = [*self.tables, "tracking"]
-        with self._transaction() as cursor:
-            for key in names:
-                cursor.execute(self.dialect.render(f"DROP TABLE IF EXISTS {{{key}}} CASCADE"))
-        self.tracking_table_exists = False
-        self.tracking_migration_previous = self.tracking_migration_current = None
-        every = self.sql_create_statements
-        indexes = [self.dialect.render(s) for s in self.index_ddl()]
-        self.sql_create_statements = [s for s in every if s not in indexes]
-        try:
-            self.create_table()
-        finally:
-            self.sql_create_statements = every
-
 
 class SQLiteTrackedView(TrackedView, SQLiteTrackingRecorder):
     """A view in the SQLite file of the events (or, for memory://, a file of its own).
@@ -299,6 +307,7 @@ class SQLiteTrackedView(TrackedView, SQLiteTrackingRecorder):
     """
 
     tracking_table: ClassVar[str]
+    create_statements_attribute = "create_table_statements"
 
     def __init__(self, datastore: SQLiteDatastore, **kwargs: Any):
         self.dialect = SQLiteDialect({**self.tables, "tracking": self.tracking_table}, self.indexes)
@@ -339,17 +348,3 @@ class SQLiteTrackedView(TrackedView, SQLiteTrackingRecorder):
     def _reading(self) -> Iterator[Any]:
         with self.datastore.transaction(commit=False) as cursor:
             yield cursor
-
-    def _recreate(self) -> None:
-        with self._transaction() as cursor:
-            for key in (*self.tables, "tracking"):
-                cursor.execute(self.dialect.render(f"DROP TABLE IF EXISTS {{{key}}}"))
-        self.tracking_table_exists = False
-        self.tracking_migration_previous = self.tracking_migration_current = None
-        every = self.create_table_statements
-        indexes = [self.dialect.render(s) for s in self.index_ddl()]
-        self.create_table_statements = [s for s in every if s not in indexes]
-        try:
-            self.create_table()
-        finally:
-            self.create_table_statements = every

@@ -31,7 +31,7 @@ import psycopg
 from benchkit.databases import fresh_database
 from benchkit.progress import Progress, say
 from benchkit.servers import Process, tasktrail_env
-from projections.coordination import advisory_key
+from projections.coordination import advisory_lock_holders, store_lock_key
 from projections.runtime import CATALOGUE
 from projections.timeout_enforcer import ENFORCER
 from store.config import StoreConfig
@@ -46,48 +46,14 @@ class Server(Process):
         command = [tasktrail, "serve", "--workers", "1"]
         super().__init__(name, command, tasktrail_env(url, workdir), workdir)
 
-    def application_backends(self, conninfo: str) -> set[int]:
-        """The PostgreSQL backend pids of this server's connections."""
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s)",
-                (self.client_ports(),),
-            ).fetchall()
-        return {pid for (pid,) in rows}
-
-    def client_ports(self) -> list[int]:
-        """Local TCP ports of this process's connections to PostgreSQL (from /proc)."""
-        inodes = set()
-        for fd in Path(f"/proc/{self.pid}/fd").iterdir():
-            try:
-                target = str(fd.readlink())
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-        ports = []
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                local, remote, inode = fields[1], fields[2], fields[9]
-                if inode in inodes and remote.endswith(":1538"):  # 5432 in hex
-                    ports.append(int(local.rsplit(":", 1)[1], 16))
-        return ports
-
 
 def role_holders(conninfo: str, store: StoreConfig) -> set[int]:
     """Backend pids holding the background roles' advisory locks (empty unless all held)."""
-    schema = store.pg_schema or "public"
-    keys = [advisory_key(store.pg_dbname, schema, role) for role in (*CATALOGUE, ENFORCER)]
-    wanted = {((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF) for key in keys}
+    roles = (*CATALOGUE, ENFORCER)
+    keys = [store_lock_key(store.pg_dbname, store.pg_schema, role) for role in roles]
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT classid::bigint, objid::bigint, pid FROM pg_locks "
-            "WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        ).fetchall()
-    held = {(classid, objid): pid for classid, objid, pid in rows}
-    return {held[pair] for pair in wanted} if wanted <= held.keys() else set()
+        held = advisory_lock_holders(conn, keys)
+    return set(held.values()) if len(held) == len(keys) else set()
 
 
 def started_task(server: Process, token: str, timeout: int = TIMEOUT_SECONDS) -> str:
@@ -196,7 +162,6 @@ def bench_timeouts(tasks: int, rounds: int) -> None:
             takeovers = []
             for round_ in range(rounds):
                 holder, standby = servers[-2], servers[-1]
-                assert role_holders(conninfo, store) <= holder.application_backends(conninfo)
                 takeovers.append(measure_takeover(holder, standby, conninfo, store, token))
                 roles, late = takeovers[-1]
                 say(f"take-over {round_ + 1}: roles in {roles:.2f} s, the pending timeout "

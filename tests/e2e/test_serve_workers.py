@@ -25,7 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from projections.checkpoint_writer import CHECKPOINT_WRITER
-from projections.coordination import advisory_key
+from projections.coordination import advisory_lock_holders, store_lock_key
 from projections.runtime import CATALOGUE
 from projections.timeout_enforcer import ENFORCER
 from store.config import StoreConfig
@@ -136,21 +136,17 @@ def serving_with_two_workers(launch: Callable[..., Launched], **env: str) -> Lau
 def role_holders(pg_url: str, candidates: set[int]) -> dict[str, int]:
     """Each held background role → the process (among `candidates`) whose session holds it."""
     store = StoreConfig.from_url(pg_url)
-    keys = {role: advisory_key(store.pg_dbname, store.pg_schema, role) for role in ROLES}
+    keys = {role: store_lock_key(store.pg_dbname, store.pg_schema, role) for role in ROLES}
     with admin_connect() as conn:
-        rows = conn.execute(
-            "SELECT l.classid::bigint, l.objid::bigint, a.client_port FROM pg_locks l "
-            "JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        ).fetchall()
-    port_of = {(classid, objid): port for classid, objid, port in rows}
+        held = advisory_lock_holders(conn, keys.values())
+        rows = conn.execute("SELECT pid, client_port FROM pg_stat_activity").fetchall()
+    port_of: dict[int, int] = {pid: port for pid, port in rows}
     process_of = processes_by_client_port(candidates)
     holders = {}
     for role, key in keys.items():
-        port = port_of.get(((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF))
-        if port is not None:
-            holders[role] = process_of.get(port, -1)  # -1: a process not among the candidates
+        if key in held:
+            # -1: a process not among the candidates
+            holders[role] = process_of.get(port_of.get(held[key], -1), -1)
     return holders
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from projections.coordination import advisory_key
+from projections.coordination import advisory_lock_holders, store_lock_key
 from projections.runtime import CATALOGUE
 from projections.timeout_enforcer import ENFORCER
 from store.config import StoreConfig
@@ -262,18 +262,11 @@ def test_a_timeout_with_both_servers_running_is_recorded_once(
 def background_holders(pg_url: str) -> set[int]:
     """The backend pids holding the background roles' advisory locks (every role held)."""
     store = StoreConfig.from_url(pg_url)
-    keys = [advisory_key(store.pg_dbname, store.pg_schema, role) for role in (*CATALOGUE, ENFORCER)]
-    pairs = [((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF) for key in keys]
+    roles = (*CATALOGUE, ENFORCER)
+    keys = [store_lock_key(store.pg_dbname, store.pg_schema, role) for role in roles]
     with admin_connect() as conn:
-        rows = conn.execute(
-            "SELECT classid::bigint, objid::bigint, pid FROM pg_locks "
-            "WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        ).fetchall()
-    held = {(classid, objid): pid for classid, objid, pid in rows}
-    if not all(pair in held for pair in pairs):
-        return set()
-    return {held[pair] for pair in pairs}
+        held = advisory_lock_holders(conn, keys)
+    return set(held.values()) if len(held) == len(keys) else set()
 
 
 def test_when_the_background_process_dies_the_other_takes_over(
